@@ -1,10 +1,30 @@
 from __future__ import annotations
 
 from .dist import GatherLayer, gather, gather_no_grad, is_distributed, is_main_process, rank, world_size
+from .encoder_io import (
+    ENCODER_FORMAT_VERSION,
+    EncoderMismatchError,
+    export_encoder,
+    load_encoder_state,
+    load_pretrained_encoder,
+    read_encoder_info,
+)
+from .io import atomic_json_dump, atomic_torch_save, atomic_write, safe_output_path, sha256_file
 from .momentum import cosine_schedule, deactivate_requires_grad, update_momentum
 
 __all__ = [
+    "ENCODER_FORMAT_VERSION",
+    "EncoderMismatchError",
     "GatherLayer",
+    "atomic_json_dump",
+    "atomic_torch_save",
+    "atomic_write",
+    "export_encoder",
+    "load_encoder_state",
+    "load_pretrained_encoder",
+    "read_encoder_info",
+    "safe_output_path",
+    "sha256_file",
     "cosine_schedule",
     "deactivate_requires_grad",
     "gather",

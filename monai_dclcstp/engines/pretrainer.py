@@ -1,0 +1,148 @@
+"""Ignite trainer for DCL-CsTP dual-stream contrastive pretraining."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils import CommonKeys
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+
+from ..utils.momentum import cosine_schedule
+from .prepare_batch import PrepareTwoViewBatch
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+
+__all__ = ["DCLCsTPTrainer"]
+
+
+class DCLCsTPTrainer(SupervisedTrainer):
+    """One iteration of DCL-CsTP: two-view forward, dual-stream loss, backward, clipped step, momentum update.
+
+    A :class:`monai.engines.SupervisedTrainer` whose ``_iteration`` is replaced (everything else — handlers, events,
+    AMP scaler, ``state`` — is MONAI's). ``network`` is a :class:`~monai_dclcstp.networks.DCLCsTPNet` (optionally
+    wrapped in ``DistributedDataParallel``), ``loss_function`` a :class:`~monai_dclcstp.losses.DualStreamLoss`.
+    After each optimiser step the momentum twin is updated with the coefficient
+    ``cosine_schedule(iteration, max_epochs * epoch_length, momentum_start, momentum_end)`` (BYOL's schedule).
+
+    ``engine.state.output`` holds ``CommonKeys.IMAGE`` (view 1), ``CommonKeys.LOSS``, ``loss_global``, ``loss_local``
+    (detached floats for logging) and ``momentum``.
+
+    Args:
+        device, max_epochs, train_data_loader, network, optimizer, loss_function, epoch_length, non_blocking,
+            train_handlers, amp, event_names, event_to_attr, optim_set_to_none, to_kwargs, amp_kwargs:
+            as in :class:`monai.engines.SupervisedTrainer`. ``amp`` is honoured only on CUDA.
+        prepare_batch: parses a batch into views and geometries (default :class:`PrepareTwoViewBatch`).
+        momentum_start, momentum_end: momentum coefficient at the first and last iteration.
+        grad_clip_norm: clip the global gradient norm to this value (``None`` = no clipping).
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable | DataLoader,
+        network: torch.nn.Module,
+        optimizer: Optimizer,
+        loss_function: Callable,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        prepare_batch: Callable | None = None,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        event_names: list | None = None,
+        event_to_attr: dict | None = None,
+        optim_set_to_none: bool = True,
+        to_kwargs: dict | None = None,
+        amp_kwargs: dict | None = None,
+        momentum_start: float = 0.99,
+        momentum_end: float = 1.0,
+        grad_clip_norm: float | None = 3.0,
+    ) -> None:
+        if not 0.0 <= momentum_start <= momentum_end <= 1.0:
+            raise ValueError(f"need 0 <= momentum_start <= momentum_end <= 1, got {momentum_start}, {momentum_end}.")
+        device = torch.device(device)
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            loss_function=loss_function,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking and device.type == "cuda",
+            prepare_batch=PrepareTwoViewBatch() if prepare_batch is None else prepare_batch,
+            train_handlers=train_handlers,
+            amp=amp and device.type == "cuda",
+            event_names=event_names,
+            event_to_attr=event_to_attr,
+            decollate=False,
+            optim_set_to_none=optim_set_to_none,
+            to_kwargs=to_kwargs,
+            amp_kwargs=amp_kwargs,
+        )
+        self.momentum_start = momentum_start
+        self.momentum_end = momentum_end
+        self.grad_clip_norm = grad_clip_norm
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The :class:`DCLCsTPNet`, unwrapped from ``DistributedDataParallel`` if needed."""
+        net = self.network
+        return net.module if isinstance(net, DistributedDataParallel) else net
+
+    def current_momentum(self) -> float:
+        """Momentum coefficient of the current iteration."""
+        total = max(int(self.state.max_epochs or 1) * int(self.state.epoch_length or 1), 1)
+        return cosine_schedule(min(self.state.iteration, total), total, self.momentum_start, self.momentum_end)
+
+    def _iteration(self, engine: Engine, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        (view1, view2), (geom1, geom2) = engine.prepare_batch(
+            batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs
+        )
+        engine.state.output = {CommonKeys.IMAGE: view1}
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+
+        with torch.autocast("cuda", enabled=bool(engine.amp and engine.scaler is not None), **engine.amp_kwargs):
+            outputs = engine.network(view1, view2)
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            losses = engine.loss_function(outputs, geom1, geom2)
+            engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        loss = losses["loss"]
+
+        params = [p for p in engine.network.parameters() if p.requires_grad]
+        if engine.amp and engine.scaler is not None:
+            engine.scaler.scale(loss).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            if self.grad_clip_norm is not None:
+                engine.scaler.unscale_(engine.optimizer)
+                torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            loss.backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            if self.grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
+            engine.optimizer.step()
+
+        momentum = self.current_momentum()
+        self.model.update_momentum(momentum)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        engine.state.output = {
+            CommonKeys.IMAGE: view1,
+            CommonKeys.LOSS: loss.detach(),
+            "loss_global": float(losses["loss_global"]),
+            "loss_local": float(losses["loss_local"]),
+            "momentum": momentum,
+        }
+        return engine.state.output
