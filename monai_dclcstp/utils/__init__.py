@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from .bundle import default_num_workers, find_bundle_root, resolve_device
 from .dist import GatherLayer, gather, gather_no_grad, is_distributed, is_main_process, rank, world_size
 from .encoder_io import (
     ENCODER_FORMAT_VERSION,
@@ -17,6 +18,9 @@ __all__ = [
     "EncoderMismatchError",
     "GatherLayer",
     "atomic_json_dump",
+    "default_num_workers",
+    "find_bundle_root",
+    "resolve_device",
     "atomic_torch_save",
     "atomic_write",
     "export_encoder",
