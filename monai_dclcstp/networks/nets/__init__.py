@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from .classifier import EncoderClassifier
 from .dual_stream import SCALE_NAMES, DCLCsTPNet, DualStreamEncoder
 from .multiscale_backbone import SUPPORTED_BACKBONES, MultiScaleResNet, backbone_feature_channels
 
 __all__ = [
     "DCLCsTPNet",
     "DualStreamEncoder",
+    "EncoderClassifier",
     "MultiScaleResNet",
     "SCALE_NAMES",
     "SUPPORTED_BACKBONES",
