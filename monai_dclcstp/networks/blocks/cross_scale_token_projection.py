@@ -98,11 +98,13 @@ class CrossScaleTokenProjection(nn.Module):
         blocks: list[nn.Module] = []
         for _ in range(num_layers):
             if attention == "softmax":
-                blocks.append(
-                    TransformerBlock(
-                        embed_dim, mlp_dim, num_heads, dropout_rate, qkv_bias=True, use_flash_attention=True
-                    )
+                block = TransformerBlock(
+                    embed_dim, mlp_dim, num_heads, dropout_rate, qkv_bias=True, use_flash_attention=True
                 )
+                # MONAI's block always builds ``norm_cross_attn``, which is unused without cross-attention: freeze it,
+                # or DDP (find_unused_parameters=False) waits for its gradient and fails on the next iteration.
+                block.norm_cross_attn.requires_grad_(False)
+                blocks.append(block)
             else:
                 blocks.append(LinearAttentionBlock(embed_dim, mlp_dim, num_heads, dropout_rate))
         self.blocks = nn.Sequential(*blocks)
