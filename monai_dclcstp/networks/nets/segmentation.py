@@ -152,7 +152,9 @@ class PretrainedEncoderUNet(FlexibleUNet):
             raise ValueError(f"lr must be positive and encoder_lr_scale non-negative, got {lr}, {encoder_lr_scale}.")
         groups: list[dict[str, Any]] = [{"params": list(self.decoder_parameters()), "lr": lr, "name": "decoder"}]
         if not self.freeze_encoder and encoder_lr_scale > 0:
-            groups.insert(0, {"params": list(self.encoder.parameters()), "lr": lr * encoder_lr_scale, "name": "encoder"})
+            groups.insert(
+                0, {"params": list(self.encoder.parameters()), "lr": lr * encoder_lr_scale, "name": "encoder"}
+            )
         return groups
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
