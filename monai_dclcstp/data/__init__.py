@@ -2,8 +2,8 @@
 
 Main entry points:
 
-- :func:`load_datalist` — datalist JSON or dataset folder (layout detected) → datalist dict with absolute paths and a
-  seeded, stratified ``training``/``validation`` split.
+- :func:`load_datalist` — datalist JSON or dataset folder (layout detected) → datalist dict with absolute paths
+  and a seeded, stratified ``training``/``validation`` split.
 - :func:`validate_datalist` — open every file once and name each bad one with its problem.
 - :func:`read_datalist`, :func:`write_datalist` (atomic), :func:`split_datalist`, :func:`subsample`.
 - :func:`detect_layout` and the per-layout readers (:data:`LAYOUTS`).

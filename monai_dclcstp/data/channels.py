@@ -42,7 +42,8 @@ def channel_policy(
         found: channels in the file.
         in_channels: channels the network takes.
         grey_colour: for 3/4-channel images, whether R = G = B (``None``: unknown, treated as colour).
-        mode: PIL mode, to name what was found (``"RGBA"``, ``"LA"`` ...).
+        mode: PIL mode, to name what was found; only ``LA``/``RGBA`` files have a 2nd/4th channel that is alpha
+            (a 2- or 4-channel NIfTI or stacked-file image is never taken for grey/RGB + alpha).
         allow_colour_to_grey: accept real colour images for ``in_channels=1``.
 
     Returns:
@@ -53,9 +54,9 @@ def channel_policy(
         return True, ""
     if found == 1:
         return True, f"grey repeated to {in_channels} channels"
-    if found == 2 and in_channels == 1 and mode in (None, "LA", "La", "PA"):
+    if found == 2 and in_channels == 1 and mode in ("LA", "La", "PA"):
         return True, "alpha dropped"
-    if found == 4 and in_channels == 3 and mode in (None, "RGBA", "RGBa", "RGBX"):
+    if found == 4 and in_channels == 3 and mode in ("RGBA", "RGBa", "RGBX"):
         return True, "alpha dropped"
     if found in (3, 4) and in_channels == 1 and mode != "CMYK":
         if grey_colour:

@@ -73,7 +73,7 @@ def normalize_datalist(data: Mapping | Sequence, base_dir: str | os.PathLike | N
     Raises:
         DatalistError: wrong structure (not a dict/list, a split that is not a list, an item without ``image``).
     """
-    base = Path(base_dir if base_dir is not None else os.getcwd()).expanduser().absolute()
+    base = Path(os.path.abspath(Path(base_dir if base_dir is not None else os.getcwd()).expanduser()))
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
         data = {"training": list(data)}
     if not isinstance(data, Mapping):
@@ -139,7 +139,7 @@ def read_datalist(path: str | os.PathLike, base_dir: str | os.PathLike | None = 
     except (OSError, UnicodeDecodeError) as e:
         raise DatalistError(f"{path}: cannot read the datalist ({e})") from e
     try:
-        return normalize_datalist(data, base_dir if base_dir is not None else path.absolute().parent)
+        return normalize_datalist(data, base_dir if base_dir is not None else Path(os.path.abspath(path)).parent)
     except DatalistError as e:
         raise DatalistError(f"{path}: {e}") from e
 
@@ -182,7 +182,7 @@ def write_datalist(datalist: Mapping | Sequence, path: str | os.PathLike, relati
     Returns:
         the written path.
     """
-    path = Path(path).expanduser().absolute()
+    path = Path(os.path.abspath(Path(path).expanduser()))
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(datalist, Sequence) and not isinstance(datalist, (str, bytes)):
         datalist = {"training": list(datalist)}

@@ -9,6 +9,7 @@ interrupted runs never leave a half-written image; existing files are reused.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -34,22 +35,28 @@ def source_cache_dir(source: str | os.PathLike, cache_dir: str | os.PathLike | N
     The hash covers the absolute path, size and modification time of ``source``, so a changed source gets a new
     folder and two sources with the same name do not collide.
     """
-    source = Path(source).expanduser().absolute()
+    source = Path(os.path.abspath(Path(source).expanduser()))
     st = source.stat()
     digest = hashlib.sha1(f"{source}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:10]
     stem = source.name.split(".")[0] or "data"
     return (
-        Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser().absolute() / f"{stem}-{digest}"
+        Path(os.path.abspath(Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser()))
+        / f"{stem}-{digest}"
     )
 
 
-def _atomic_write(path: Path, write) -> None:
+def _atomic_write(path: Path, write=None, data: bytes | None = None) -> None:
+    """Write ``data`` (or call ``write(tmp_path)``) to a temporary file beside ``path``, then rename it to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
     try:
-        write(tmp)
+        if data is not None:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        else:
+            os.close(fd)
+            write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -82,7 +89,9 @@ def save_array(array: np.ndarray, path: str | os.PathLike, overwrite: bool = Fal
             image = Image.fromarray(array)
         else:
             raise DatalistError(f"{path}: cannot store an array of shape {array.shape} and dtype {array.dtype} as PNG")
-        _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        _atomic_write(path, data=buffer.getvalue())
     elif name.endswith(".nii.gz") or name.endswith(".nii"):
         import nibabel as nib
 

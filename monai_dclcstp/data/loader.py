@@ -1,15 +1,18 @@
 """The one entry point bundles call: ``load_datalist(datalist, dataset_dir, task, ...)`` → datalist dict.
 
-From a bundle config::
+From a bundle config (both sources default to null, the embedded sample is the fallback, so a user overrides either
+``datalist`` or ``dataset_dir``)::
 
-    "datalist_dict": "$monai_dclcstp.data.load_datalist(@datalist, @dataset_dir, task='classification', seed=@seed)",
+    "datalist": null,
+    "dataset_dir": null,
+    "sample_dir": "$@bundle_root + '/../../data/samples/pneumoniamnist'",
+    "datalist_dict": "$monai_dclcstp.data.load_datalist(@datalist, @dataset_dir, task='classification',
+                      seed=@seed, cache_dir=@output_dir + '/data_cache', default=@sample_dir)",
     "train#datalist": "$@datalist_dict['training']",
     "validate#datalist": "$@datalist_dict['validation']",
 
-Give exactly one of ``datalist`` (a JSON file, or a folder holding ``datalist.json``) and ``dataset_dir`` (a folder
-in a known layout, see :data:`~monai_dclcstp.data.layouts.LAYOUTS`; any image folder works for pretraining). Set the
-other to ``null`` in the config: the embedded sample ``data/samples/pneumoniamnist`` works as either, because it
-holds a ``datalist.json``.
+``dataset_dir`` is a folder in a known layout (see :data:`~monai_dclcstp.data.layouts.LAYOUTS`; any image folder
+works for pretraining); ``datalist`` a JSON file (or a folder holding ``datalist.json``).
 """
 
 from __future__ import annotations
@@ -33,24 +36,68 @@ def _is_empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip() in ("", "None", "null"))
 
 
-def _from_datalist_arg(datalist: Any) -> dict:
+def _existing(datalist: dict, n: int = 20) -> int:
+    """How many of the first ``n`` training images exist (to choose the folder relative paths resolve against)."""
+    items = (datalist.get("training") or [])[:n]
+    return sum(os.path.exists(it["image"] if isinstance(it["image"], str) else it["image"][0]) for it in items)
+
+
+def _from_datalist_arg(datalist: Any, alt_base: str | os.PathLike | None = None) -> dict:
     if isinstance(datalist, Mapping) or (isinstance(datalist, Sequence) and not isinstance(datalist, (str, bytes))):
-        out = normalize_datalist(datalist)
+        out = normalize_datalist(datalist, alt_base)
         out.setdefault("layout", "datalist")
         return out
     path = Path(os.fspath(datalist)).expanduser()
     if path.is_dir():
-        found = find_datalist_file(path)
-        if found is None:
-            raise DatalistError(
-                f"datalist points at the folder {path}, which holds no datalist.json/dataset.json; "
-                "pass it as dataset_dir to detect its layout"
-            )
-        path = found
+        path = find_datalist_file(path)  # type: ignore[assignment]
     out = read_datalist(path)
+    if alt_base is not None and _existing(out) == 0:
+        other = read_datalist(path, base_dir=alt_base)
+        if _existing(other) > 0:
+            out = other
+            out["base_dir"] = os.path.abspath(alt_base)
     out["layout"] = "datalist"
-    out["datalist_file"] = str(path.absolute())
+    out["datalist_file"] = os.path.abspath(path)
     return out
+
+
+def _is_json_file(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike)) and os.path.isfile(value) and str(value).lower().endswith(".json")
+
+
+def _is_datalist_folder(value: Any) -> bool:
+    return (
+        isinstance(value, (str, os.PathLike)) and os.path.isdir(value) and find_datalist_file(Path(value)) is not None
+    )
+
+
+def _sources(datalist: Any, dataset_dir: Any, default: Any) -> tuple[Any, Any, Any]:
+    """Decide ``(datalist, dataset_dir, alt_base)`` from the arguments (see :func:`load_datalist`)."""
+    has_datalist, has_dir = not _is_empty(datalist), not _is_empty(dataset_dir)
+    if not has_datalist and not has_dir:
+        if _is_empty(default):
+            raise DatalistError(
+                "give exactly one of datalist (a datalist JSON) and dataset_dir (a dataset folder); got neither "
+                "(both are null)"
+            )
+        return (default, None, None) if _is_json_file(default) else (None, default, None)
+    if has_datalist and has_dir:
+        inside = isinstance(datalist, (str, os.PathLike)) and os.path.abspath(datalist).startswith(
+            os.path.join(os.path.abspath(dataset_dir), "")
+        )
+        if not inside:
+            raise DatalistError(
+                "give exactly one of datalist (a datalist JSON) and dataset_dir (a dataset folder); got both "
+                f"(datalist={datalist!r}, dataset_dir={dataset_dir!r}). Set the other to null (a datalist inside "
+                "dataset_dir is accepted: its relative paths may then be relative to dataset_dir)."
+            )
+        return datalist, None, dataset_dir
+    if has_dir and _is_json_file(dataset_dir):
+        return dataset_dir, None, None  # a datalist file given as dataset_dir
+    if has_datalist and isinstance(datalist, (str, os.PathLike)) and os.path.isdir(datalist):
+        if not _is_datalist_folder(datalist):
+            return None, datalist, None  # a dataset folder given as datalist: detect its layout
+    return (datalist, None, None) if has_datalist else (None, dataset_dir, None)
 
 
 def _adapt_to_task(datalist: dict, task: str, origin: str) -> None:
@@ -111,6 +158,7 @@ def load_datalist(
     allow_unpaired: bool = False,
     convert: bool = True,
     stratify_key: str | None = "label",
+    default: str | os.PathLike | None = None,
 ) -> dict:
     """Datalist dict (absolute paths, ``training`` and ``validation`` splits) from a datalist or a dataset folder.
 
@@ -135,30 +183,32 @@ def load_datalist(
         allow_unpaired: segmentation layouts drop unpaired images/masks with a warning instead of raising.
         convert: convert TIFF files MONAI cannot load here (no ``itk``) to PNG in ``cache_dir``.
         stratify_key: item key for stratified splitting/subsampling (``None`` for a plain random split).
+        default: source used when both ``datalist`` and ``dataset_dir`` are null (a datalist JSON or a dataset
+            folder, e.g. the embedded sample), so a bundle can default both to null and still run with no arguments,
+            and a user overrides either one.
 
     Returns:
         ``{"training": [...], "validation": [...], ["test": [...]], "classes": [...], "layout": name, "task": task,
         ...}``; segmentation datalists of JPEG masks also carry ``"mask_threshold": 127``. Items keep extra keys
         (``source``, ``synthetic``, ``diagnosis`` ...).
 
+    Sources: exactly one of ``datalist`` and ``dataset_dir`` (or ``default``). Both are accepted only when the
+    datalist file lies inside ``dataset_dir`` (MONAI's ``base_dir`` convention: relative paths that do not exist
+    beside the datalist are resolved against ``dataset_dir``). A folder passed as ``datalist`` without a
+    ``datalist.json`` is read as a dataset folder, and a ``.json`` passed as ``dataset_dir`` as a datalist.
+
     Raises:
         DatalistError: neither or both sources given, missing/empty folder, unknown layout (lists those tried),
             unpaired segmentation files, labels missing for the task, or no training item.
     """
     check_task(task)
-    has_datalist, has_dir = not _is_empty(datalist), not _is_empty(dataset_dir)
-    if has_datalist == has_dir:
-        which = "both" if has_datalist else "neither"
-        raise DatalistError(
-            f"give exactly one of datalist (a datalist JSON) and dataset_dir (a dataset folder); got {which} "
-            f"(datalist={datalist!r}, dataset_dir={dataset_dir!r}). Set the other to null."
-        )
-    if has_datalist:
-        out = _from_datalist_arg(datalist)
+    datalist, dataset_dir, alt_base = _sources(datalist, dataset_dir, default)
+    if datalist is not None:
+        out = _from_datalist_arg(datalist, alt_base)
         origin = str(out.get("datalist_file", "datalist"))
     else:
         out = read_layout(
-            dataset_dir,  # type: ignore[arg-type]
+            dataset_dir,
             task,
             layout,
             cache_dir=cache_dir,
@@ -166,7 +216,7 @@ def load_datalist(
             allow_unpaired=allow_unpaired,
             spatial_dims=spatial_dims,
         )
-        out["dataset_dir"] = str(Path(os.fspath(dataset_dir)).expanduser().absolute())  # type: ignore[arg-type]
+        out["dataset_dir"] = os.path.abspath(Path(os.fspath(dataset_dir)).expanduser())
         origin = f"{out['dataset_dir']} ({out['layout']} layout)"
     _adapt_to_task(out, task, origin)
     out["task"] = task

@@ -65,7 +65,7 @@ def get_layout(name: str) -> Layout:
 
 
 def _root(dataset_dir: str | os.PathLike) -> Path:
-    path = Path(dataset_dir).expanduser().absolute()
+    path = Path(os.path.abspath(Path(dataset_dir).expanduser()))
     if path.is_file() and path.suffix.lower() == ".npz":
         return path
     if path.is_file():

@@ -57,7 +57,7 @@ def dataset_root(path: str | os.PathLike, max_depth: int = 3) -> Path:
     Raises:
         DatalistError: ``path`` does not exist or is not a folder.
     """
-    root = Path(path).expanduser().absolute()
+    root = Path(os.path.abspath(Path(path).expanduser()))
     if not root.exists():
         raise DatalistError(f"dataset_dir does not exist: {root}")
     if not root.is_dir():

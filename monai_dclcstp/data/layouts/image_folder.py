@@ -3,7 +3,8 @@
 Reads PNG/JPEG/BMP/TIFF, DICOM (``.dcm`` and extension-less files with the DICOM magic), NIfTI and MHA/NRRD (the
 last two only load with ``itk``/``pynrrd`` installed; the pre-flight check says so). Folders named like mask folders
 (``masks``, ``labels``, ``groundtruth`` ... see :data:`~monai_dclcstp.data.files.MASK_DIR_NAMES`) are skipped so
-segmentation masks never enter pretraining; so are masks stored beside their images (``x.png`` + ``x_mask.png``). With ``spatial_dims=3``, DICOM files are grouped into one series item
+segmentation masks never enter pretraining; so are masks stored beside their images (``x.png`` +
+``x_mask.png``). With ``spatial_dims=3``, DICOM files are grouped into one series item
 per folder (MONAI reads a folder as a DICOM series) and 2D raster files are left out.
 """
 

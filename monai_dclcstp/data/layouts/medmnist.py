@@ -9,6 +9,7 @@ pays (about one second for PneumoniaMNIST's 4 406 images). Splits ``train``/``va
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def read_npz(path: str | Path, cache_dir: str | Path | None = None) -> dict:
         datalist with ``training``/``validation``/``test`` as present, int ``label`` (a list of ints for multi-label
         sets), ``source`` ``"<stem>/<split>/<index>"`` and ``classes``.
     """
-    path = Path(path).expanduser().absolute()
+    path = Path(os.path.abspath(Path(path).expanduser()))
     out_root = source_cache_dir(path, cache_dir)
     stem = path.name[: -len(".npz")]
     datalist: dict = {}
@@ -100,9 +101,11 @@ def read_npz(path: str | Path, cache_dir: str | Path | None = None) -> dict:
             is_3d = _is_3d(stem, images)
             ext = ".nii.gz" if is_3d else ".png"
             items = []
+            split_dir = out_root / split
+            existing = set(os.listdir(split_dir)) if split_dir.is_dir() else set()
             for i in range(len(images)):
-                target = out_root / split / f"{split}_{i:05d}{ext}"
-                if not target.exists():
+                target = split_dir / f"{split}_{i:05d}{ext}"
+                if target.name not in existing:
                     save_array(_to_storable(np.asarray(images[i])), target)
                 item: dict = {"image": str(target)}
                 if labels is not None:
