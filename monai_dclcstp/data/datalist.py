@@ -64,7 +64,7 @@ def normalize_datalist(data: Mapping | Sequence, base_dir: str | os.PathLike | N
 
     Accepts a dict (decathlon style; ``train``/``val``/``valid`` keys are renamed) or a bare list of items (taken as
     ``training``). String entries (as in MSD ``test`` lists) become ``{"image": path}``. String labels that name a
-    class of ``classes`` become its index.
+    class of ``classes`` become its index; ``"1"`` and ``1.0`` become ``1``.
 
     Args:
         data: the parsed JSON.
@@ -107,6 +107,10 @@ def normalize_datalist(data: Mapping | Sequence, base_dir: str | os.PathLike | N
             label = item.get("label")
             if isinstance(label, str) and label in class_index and not _looks_like_path(label):
                 item["label"] = class_index[label]
+            elif isinstance(label, str) and label.strip().isdigit():
+                item["label"] = int(label)  # "1" from a CSV-made datalist
+            elif isinstance(label, float) and label.is_integer():
+                item["label"] = int(label)
             items.append(item)
         out[split] = items
     if problems:

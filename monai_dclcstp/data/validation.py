@@ -300,6 +300,16 @@ def validate_datalist(
         raise DatalistError(format_file_problems(header + " no item is left", problems))
     if skip_invalid and is_dict and items.get("training") and not kept["training"]:
         raise DatalistError(format_file_problems(header + " no training item is left", problems))
+    if is_dict:
+        train_paths = {_paths(it["image"])[0] for it in kept.get("training", []) if "image" in it}
+        for split in ("validation", "test"):
+            shared = [
+                p for it in kept.get(split, []) if "image" in it for p in _paths(it["image"])[:1] if p in train_paths
+            ]
+            if shared:
+                warnings.warn(
+                    f"{len(shared)} {split} image(s) are also in training (leakage), e.g. {shared[0]}", stacklevel=2
+                )
     if notes:
         logger.info("pre-flight check: the loader will convert channels: %s", dict(notes))
     if dropped:

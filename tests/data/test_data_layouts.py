@@ -325,3 +325,45 @@ class TestSharedSamples:
         assert detect_layout(SHARED / "ph2", "pretrain") == "ph2"
         assert detect_layout(SHARED / "pneumoniamnist", "classification") == "medmnist-npz"
         assert os.path.isdir(SHARED / "kvasir-seg-sample" / "masks")
+
+
+class TestCsvLabels:
+    def test_ham10000_style_metadata(self, tmp_path):
+        rows = ["lesion_id,image_id,dx,age"]
+        for i, dx in enumerate(["nv", "mel", "nv", "bkl", "nv"]):
+            write_image(tmp_path / f"HAM10000_images_part_{i % 2 + 1}" / f"ISIC_{i:07d}.jpg")
+            rows.append(f"HAM_{i},ISIC_{i:07d},{dx},{40 + i}")
+        write_image(tmp_path / "HAM10000_images_part_1" / "ISIC_9999999.jpg")  # no row
+        (tmp_path / "HAM10000_metadata.csv").write_text("\n".join(rows) + "\n")
+        assert detect_layout(tmp_path, "classification") == "csv-labels"
+        with pytest.warns(UserWarning, match="1 image"):
+            dl = read_layout(tmp_path, "classification")
+        assert dl["classes"] == ["bkl", "mel", "nv"]
+        assert [(Path(it["image"]).name, it["label"]) for it in dl["training"]] == [
+            ("ISIC_0000000.jpg", 2),
+            ("ISIC_0000001.jpg", 1),
+            ("ISIC_0000002.jpg", 2),
+            ("ISIC_0000003.jpg", 0),
+            ("ISIC_0000004.jpg", 2),
+        ]
+
+    def test_isic_task3_one_hot_with_split_csvs(self, tmp_path):
+        header = "image,MEL,NV,BCC"
+        for split, onehots in (("Training", ["1,0,0", "0,0,1"]), ("Validation", ["0,1,0"])):
+            lines = [header]
+            for i, oh in enumerate(onehots):
+                name = f"ISIC_{split[0]}{i}"
+                write_image(tmp_path / f"ISIC2018_Task3_{split}_Input" / f"{name}.jpg")
+                lines.append(f"{name},{oh.replace('1', '1.0')}")
+            gt = tmp_path / f"ISIC2018_Task3_{split}_GroundTruth"
+            gt.mkdir()
+            (gt / f"ISIC2018_Task3_{split}_GroundTruth.csv").write_text("\n".join(lines) + "\n")
+        assert detect_layout(tmp_path, "classification") == "csv-labels"
+        dl = read_layout(tmp_path, "classification")
+        assert dl["classes"] == ["mel", "nv", "bcc"]
+        assert [it["label"] for it in dl["training"]] == [0, 2] and [it["label"] for it in dl["validation"]] == [1]
+
+    def test_csv_that_names_no_image_is_ignored(self, tmp_path):
+        write_image(tmp_path / "a.png")
+        (tmp_path / "stats.csv").write_text("subject,score\nx,1\ny,2\n")
+        assert detect_layout(tmp_path, "pretrain") == "image-folder"

@@ -54,6 +54,11 @@ class TestFileProblems:
         path = truncate(write_image(tmp_path / "cut.jpg", grey((64, 64))), 0.6)
         _fails([{"image": str(path), "label": 0}], r"cut\.jpg: corrupt or truncated image")
 
+    def test_truncated_large_jpeg_decoded_at_reduced_scale(self, tmp_path):
+        big = np.random.default_rng(0).integers(0, 256, (1200, 1600, 3), dtype=np.uint8)  # above the draft limit
+        path = truncate(write_image(tmp_path / "big.jpg", big), 0.9)
+        _fails([{"image": str(path), "label": 0}], r"big\.jpg: corrupt or truncated image", in_channels=3)
+
     def test_not_an_image_with_image_suffix(self, tmp_path):
         path = tmp_path / "text.png"
         path.write_text("hello, I am not a PNG")
@@ -263,6 +268,14 @@ class TestSkipAndReport:
     def test_skip_invalid_with_nothing_left(self, tmp_path):
         with pytest.warns(UserWarning), pytest.raises(DatalistError, match="no item is left"):
             validate_datalist([{"image": str(tmp_path / "a.png"), "label": 0}], **CLS, skip_invalid=True)
+
+    def test_leakage_between_splits_is_warned(self, tmp_path):
+        items = [{"image": str(write_image(tmp_path / f"{i}.png")), "label": i % 2} for i in range(3)]
+        dl = {"training": items, "validation": items[:1], "classes": ["a", "b"]}
+        with pytest.warns(
+            UserWarning, match=r"1 validation image\(s\) are also in training \(leakage\), e.g. .*0\.png"
+        ):
+            validate_datalist(dl, **CLS)
 
     def test_listing_is_capped(self, tmp_path):
         items = [{"image": str(tmp_path / f"missing{i:02d}.png"), "label": 0} for i in range(30)]

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..errors import DatalistError
 from .base import TASKS, Layout, check_task, dataset_root
 from .class_folders import CLASS_FOLDERS_LAYOUT, KERMANY_LAYOUT, read_class_folders, read_kermany
+from .csv_labels import CSV_LABELS_LAYOUT, read_csv_labels
 from .image_folder import IMAGE_FOLDER_LAYOUT, read_image_folder
 from .json_file import JSON_LAYOUT, find_datalist_file
 from .medmnist import MEDMNIST_LAYOUT, read_npz
@@ -38,6 +39,7 @@ __all__ = [
     "find_datalist_file",
     "pair_by_stem",
     "read_class_folders",
+    "read_csv_labels",
     "read_image_folder",
     "read_kermany",
     "read_npz",
@@ -50,6 +52,7 @@ LAYOUTS: tuple[Layout, ...] = (
     ISIC2018_LAYOUT,
     PH2_LAYOUT,
     IMAGES_MASKS_LAYOUT,
+    CSV_LABELS_LAYOUT,
     KERMANY_LAYOUT,
     CLASS_FOLDERS_LAYOUT,
     IMAGE_FOLDER_LAYOUT,
