@@ -136,6 +136,7 @@ class DiffusersSchedulerAdapter(Scheduler):
 
         self.diffusers_scheduler = cls(**config)
         self.diffusers_name = scheduler
+        self._step_takes_generator = "generator" in inspect.signature(cls.step).parameters
         self.prediction_type = prediction_type
         self.clip_sample = bool(clip_sample)
         self.clip_sample_values = [clip_sample_min, clip_sample_max]
@@ -183,8 +184,7 @@ class DiffusersSchedulerAdapter(Scheduler):
             ``(prev_sample, pred_original_sample)``, both shaped like ``sample``. When the diffusers scheduler does not
             report the predicted original sample it is computed from ``model_output`` (not clipped).
         """
-        step_params = inspect.signature(self.diffusers_scheduler.step).parameters
-        if generator is not None and "generator" in step_params:
+        if generator is not None and self._step_takes_generator:
             kwargs["generator"] = generator
         out = self.diffusers_scheduler.step(model_output, timestep, sample, return_dict=True, **kwargs)
         pred_original = getattr(out, "pred_original_sample", None)

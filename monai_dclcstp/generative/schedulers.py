@@ -48,8 +48,10 @@ def build_scheduler(
 
     ``"pndm"`` is diffusers' implementation because MONAI 1.6's ``PNDMScheduler`` does not recover the clean sample
     from an exact noise prediction at low step counts (error 1.3 with Runge-Kutta warm-up and 10 steps, 0.12 without,
-    where diffusers' is exact to 1e-6; see ``tests/generative/test_scheduler_adapter.py``); ``"monai_pndm"`` keeps
-    MONAI's. diffusers' PNDM mixes raw ``v`` outputs across steps, so ``"pndm"`` accepts only ``"epsilon"``.
+    where diffusers' is exact to 1e-6, with the exact denoiser of ``test_schedulers_recover_point_mass`` in
+    ``tests/generative/test_scheduler_adapter.py``); ``"monai_pndm"`` keeps MONAI's. diffusers' PNDM mixes raw ``v``
+    outputs across steps, so ``"pndm"`` accepts only ``"epsilon"``.
+
     All of them work with ``monai.inferers.DiffusionInferer``/``LatentDiffusionInferer`` and share the betas of the
     MONAI ``schedule``, so a network trained with ``build_scheduler("ddpm", ...)`` can be sampled with any of them
     given the same ``num_train_timesteps``, ``schedule``, schedule arguments and ``prediction_type``.
