@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,10 @@ from .prepare_batch import PrepareTwoViewBatch
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["DCLCsTPTrainer"]
+__all__ = ["DCLCsTPTrainer", "SKIP_STEP_KEY"]
+
+#: a handler that sets ``engine.state.output[SKIP_STEP_KEY] = True`` at ``LOSS_COMPLETED`` vetoes the optimiser step
+SKIP_STEP_KEY = "skip_step"
 
 
 class DCLCsTPTrainer(SupervisedTrainer):
@@ -32,7 +36,12 @@ class DCLCsTPTrainer(SupervisedTrainer):
     ``cosine_schedule(iteration, max_epochs * epoch_length, momentum_start, momentum_end)`` (BYOL's schedule).
 
     ``engine.state.output`` holds ``CommonKeys.IMAGE`` (view 1), ``CommonKeys.LOSS``, ``loss_global``, ``loss_local``
-    (detached floats for logging) and ``momentum``.
+    (detached floats for logging), ``lr`` (before this step's scheduler update), ``momentum`` and ``grad_norm`` (before
+    clipping; NaN without clipping). The loss and its two parts are already in ``engine.state.output`` when
+    ``IterationEvents.LOSS_COMPLETED`` fires, so a handler can inspect them before the backward pass and veto the
+    step by setting ``engine.state.output[SKIP_STEP_KEY] = True`` (see
+    :class:`~monai_dclcstp.handlers.NonFiniteLossGuard`); the output then carries ``skip_step=True``. Without AMP, a
+    step whose clipped gradient norm is not finite is skipped too (AMP's scaler does this itself).
 
     Args:
         device, max_epochs, train_data_loader, network, optimizer, loss_function, epoch_length, non_blocking,
@@ -116,33 +125,64 @@ class DCLCsTPTrainer(SupervisedTrainer):
             outputs = engine.network(view1, view2)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             losses = engine.loss_function(outputs, geom1, geom2)
+            loss = losses["loss"]
+            engine.state.output.update(
+                {
+                    CommonKeys.LOSS: loss,
+                    "loss_global": losses["loss_global"].detach(),
+                    "loss_local": losses["loss_local"].detach(),
+                }
+            )
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        loss = losses["loss"]
+
+        lr = float(engine.optimizer.param_groups[0]["lr"])
+        if engine.state.output.get(SKIP_STEP_KEY, False):  # a handler (e.g. the non-finite loss guard) vetoed the step
+            engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+            engine.state.output = self._logged_output(view1, losses, lr, momentum=float("nan"), grad_norm=float("nan"))
+            engine.state.output[SKIP_STEP_KEY] = True
+            return engine.state.output
 
         params = [p for p in engine.network.parameters() if p.requires_grad]
+        grad_norm = float("nan")
+        stepped = True
         if engine.amp and engine.scaler is not None:
             engine.scaler.scale(loss).backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             if self.grad_clip_norm is not None:
                 engine.scaler.unscale_(engine.optimizer)
-                torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
-            engine.scaler.step(engine.optimizer)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm))
+            engine.scaler.step(engine.optimizer)  # the scaler skips steps with inf/NaN gradients itself
             engine.scaler.update()
         else:
             loss.backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             if self.grad_clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
-            engine.optimizer.step()
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm))
+            if math.isfinite(grad_norm) or self.grad_clip_norm is None:
+                engine.optimizer.step()
+            else:  # a finite loss with non-finite gradients: stepping would destroy the weights
+                stepped = False
+                engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
 
         momentum = self.current_momentum()
-        self.model.update_momentum(momentum)
+        if stepped:
+            self.model.update_momentum(momentum)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
-        engine.state.output = {
-            CommonKeys.IMAGE: view1,
-            CommonKeys.LOSS: loss.detach(),
-            "loss_global": float(losses["loss_global"]),
-            "loss_local": float(losses["loss_local"]),
-            "momentum": momentum,
-        }
+        engine.state.output = self._logged_output(view1, losses, lr, momentum, grad_norm)
+        if not stepped:
+            engine.state.output[SKIP_STEP_KEY] = True
         return engine.state.output
+
+    @staticmethod
+    def _logged_output(
+        view1: torch.Tensor, losses: dict[str, torch.Tensor], lr: float, momentum: float, grad_norm: float
+    ) -> dict[str, Any]:
+        return {
+            CommonKeys.IMAGE: view1,
+            CommonKeys.LOSS: losses["loss"].detach(),
+            "loss_global": float(losses["loss_global"].detach()),
+            "loss_local": float(losses["loss_local"].detach()),
+            "lr": lr,
+            "momentum": momentum,
+            "grad_norm": grad_norm,
+        }

@@ -10,10 +10,26 @@ from .encoder_io import (
     load_pretrained_encoder,
     read_encoder_info,
 )
+from .intensity import (
+    INTENSITY_MODES,
+    IntensityFromDescription,
+    IntensityFromDescriptiond,
+    intensity_description,
+    intensity_transform,
+)
 from .io import atomic_json_dump, atomic_torch_save, atomic_write, safe_output_path, sha256_file
 from .momentum import cosine_schedule, deactivate_requires_grad, update_momentum
+from .synthetic_mixing import load_synthetic_items, mix_synthetic, synthetic_fraction
 
 __all__ = [
+    "INTENSITY_MODES",
+    "IntensityFromDescription",
+    "IntensityFromDescriptiond",
+    "intensity_description",
+    "intensity_transform",
+    "load_synthetic_items",
+    "mix_synthetic",
+    "synthetic_fraction",
     "ENCODER_FORMAT_VERSION",
     "EncoderMismatchError",
     "GatherLayer",
