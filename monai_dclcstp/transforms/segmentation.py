@@ -87,7 +87,7 @@ class ToClassIndexMask(Transform):
         if lo < 0 or hi > self.num_classes - 1:
             src = mask.meta.get("filename_or_obj", "") if isinstance(mask, MetaTensor) else ""
             raise ValueError(
-                f"mask {src or ''} holds values in [{lo:g}, {hi:g}], outside the class indices 0..{self.num_classes - 1} "
+                f"mask{' ' + str(src) if src else ''} holds values in [{lo:g}, {hi:g}], outside the class indices 0..{self.num_classes - 1} "
                 f"(num_classes={self.num_classes}); store class indices, or use num_classes=2 for binary masks."
             )
         return out
@@ -119,7 +119,8 @@ class ToClassIndexMaskd(MapTransform):
 
 
 class WriteSegmentationMask(Transform):
-    """Write a predicted mask ``(1, H, W[, D])`` (class indices) in the format and geometry of its input.
+    """Write a predicted mask ``(1, H, W[, D])`` (class indices; ``(H, W[, D])`` is accepted when the metadata give the
+    input's ``spatial_shape``) in the format and geometry of its input.
 
     2D raster inputs (PNG, JPEG, BMP, TIFF; loaded by MONAI's ``PILReader`` as ``(W, H)``) give an 8-bit PNG of the
     input's ``H x W`` size; binary masks are stored as ``{0, 255}`` (like the PH2/ISIC/Kvasir ground truths) unless
@@ -173,15 +174,18 @@ class WriteSegmentationMask(Transform):
             source = source[0] if source else ""
         source = os.fspath(source) if source else ""
         arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-        if arr.ndim not in (3, 4) or arr.shape[0] != 1:
-            raise ValueError(
-                f"{source or 'mask'}: expected a channel-first one-channel mask (1, *spatial) of class indices, "
-                f"got shape {arr.shape}."
-            )
-        arr = arr[0]
         original = meta.get("spatial_shape")
         if original is not None:
             original = tuple(int(s) for s in np.asarray(original).reshape(-1))
+        unchanneled = original is not None and arr.ndim == len(original)  # e.g. squeezed 2D masks (MONAI Label)
+        if not unchanneled:
+            if arr.ndim not in (3, 4) or arr.shape[0] != 1:
+                raise ValueError(
+                    f"{source or 'mask'}: expected a channel-first one-channel mask (1, *spatial) of class indices, "
+                    f"got shape {arr.shape}."
+                )
+            arr = arr[0]
+        if original is not None:
             if tuple(arr.shape) != original:
                 raise ValueError(
                     f"{source or 'mask'}: predicted mask has spatial shape {tuple(arr.shape)} but the input has "

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from monai.networks.nets import FlexibleUNet
 from torch import nn
 
@@ -54,8 +55,11 @@ class PretrainedEncoderUNet(FlexibleUNet):
 
     Shapes:
         ``(B, in_channels, H, W[, D])`` → logits ``(B, out_channels, H, W[, D])``; any input size works (inputs are
-        padded to a multiple of 32 and the output cropped back, ``is_pad=True``).
+        zero-padded to a multiple of :attr:`size_divisor` and the logits cropped back).
     """
+
+    #: FlexibleUNet's five stride-2 stages need spatial sizes divisible by this.
+    size_divisor = 32
 
     def __init__(
         self,
@@ -158,5 +162,17 @@ class PretrainedEncoderUNet(FlexibleUNet):
         return groups
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``(B, in_channels, H, W[, D])`` → logits ``(B, out_channels, H, W[, D])``."""
-        return super().forward(inputs)
+        """``(B, in_channels, H, W[, D])`` → logits ``(B, out_channels, H, W[, D])``.
+
+        FlexibleUNet needs sizes divisible by 32 (five stride-2 stages); other sizes are zero-padded at the end of each
+        axis and the logits cropped back.
+        """
+        spatial = tuple(inputs.shape[2:])
+        pads = [(-s) % self.size_divisor for s in spatial]
+        if not any(pads):
+            return super().forward(inputs)
+        pad_arg: list[int] = []
+        for p in reversed(pads):  # F.pad takes the last axis first
+            pad_arg += [0, p]
+        out = super().forward(F.pad(inputs, pad_arg))
+        return out[(slice(None), slice(None), *(slice(0, s) for s in spatial))]
