@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 
 import common  # noqa: I001 - puts the repository root on sys.path
@@ -166,7 +167,12 @@ def main() -> None:
     p.add_argument("--optimizer", default="adamw", choices=("sgd", "adamw"), help="adamw: the pretraining bundle's")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--queue-size", type=int, default=256, help="256: the pretraining bundle's")
+    p.add_argument("--from-json", type=common.Path, default=None, help="re-report stored samples (no timing)")
     args = p.parse_args()
+    if args.from_json:
+        stored = json.loads(args.from_json.read_text())
+        report(stored, args.out, stored["args"].get("tag") if args.tag is None else args.tag)
+        return
     if args.quick:
         args.image_size, args.batch_size, args.rounds, args.iters_per_round, args.warmup = 32, 4, 2, 1, 1
         args.tag = "quick" if args.tag is None else args.tag
@@ -191,11 +197,32 @@ def main() -> None:
     wall, cpu = common.interleaved_timing(
         steps, args.rounds, args.iters_per_round, args.warmup, args.device, args.time_budget
     )
+    setting = (
+        f"{args.backbone}, {args.image_size} px, batch {args.batch_size} per view ({2 * args.batch_size} views/step), "
+        f"optimiser {args.optimizer}, queue {args.queue_size}, {len(wall['floor'])} rounds x "
+        f"{args.iters_per_round} steps interleaved, {torch.get_num_threads()} torch thread(s), seed {args.seed}"
+    )
+    payload = {
+        "benchmark": "step",
+        "command": common.command_line(),
+        "args": {k: (str(v) if k == "out" else v) for k, v in vars(args).items()},
+        "setting": setting,
+        "machine": machine,
+        "params": params,
+        "wall_s": wall,
+        "cpu_s": cpu,
+    }
+    report(payload, args.out, args.tag)
+
+
+def report(payload: dict, out, tag: str | None) -> None:
+    """Summary rows and table from the raw samples in ``payload``; writes the results files."""
+    wall, cpu, params = payload["wall_s"], payload["cpu_s"], payload["params"]
     sw = common.summarize_times(wall, reference="floor")
     sc = common.summarize_times(cpu, reference="floor")
-    views = 2 * args.batch_size
+    views = 2 * payload["args"]["batch_size"]
     rows = []
-    for name in args.configs:
+    for name in wall:
         rows.append(
             {
                 "config": name,
@@ -208,9 +235,12 @@ def main() -> None:
                 "ratio_wall_median": sw[name]["ratio_median"],
                 "ratio_wall_of_min": sw[name]["ratio_of_min"],
                 "ratio_cpu_median": sc[name]["ratio_median"],
+                "ratio_cpu_min": sc[name]["ratio_min"],
+                "ratio_cpu_max": sc[name]["ratio_max"],
                 "ratio_cpu_of_min": sc[name]["ratio_of_min"],
                 "views_per_s_median": views / sw[name]["median_s"],
                 "views_per_s_best": views / sw[name]["min_s"],
+                "views_per_cpu_s": views / sc[name]["median_s"],
                 "rounds": sw[name]["n"],
             }
         )
@@ -218,32 +248,18 @@ def main() -> None:
         ("config", "config"),
         ("what", "what"),
         ("params_m", "online params (M)"),
+        ("cpu_min_ms", "CPU min ms/step"),
+        ("cpu_median_ms", "CPU median ms/step"),
+        ("ratio_cpu_median", "x floor, CPU (median of rounds)"),
+        ("ratio_cpu_of_min", "x floor, CPU (ratio of minima)"),
         ("wall_min_ms", "wall min ms/step"),
         ("wall_median_ms", "wall median ms/step"),
-        ("cpu_median_ms", "CPU median ms/step"),
         ("ratio_wall_median", "x floor, wall (median of rounds)"),
-        ("ratio_wall_of_min", "x floor, wall (ratio of minima)"),
-        ("ratio_cpu_median", "x floor, CPU time (median of rounds)"),
-        ("views_per_s_best", "views/s (best round)"),
-        ("views_per_s_median", "views/s (median)"),
+        ("views_per_cpu_s", "views/s per core (CPU time)"),
+        ("views_per_s_best", "views/s wall (best round)"),
     ]
-    setting = (
-        f"{args.backbone}, {args.image_size} px, batch {args.batch_size} per view ({views} views/step), "
-        f"optimiser {args.optimizer}, queue {args.queue_size}, {len(wall['floor'])} rounds x "
-        f"{args.iters_per_round} steps interleaved, {torch.get_num_threads()} torch thread(s), seed {args.seed}"
-    )
-    md = f"Step cost against the floor: {setting}.\n\n" + common.markdown_table(rows, columns)
-    payload = {
-        "benchmark": "step",
-        "command": common.command_line(),
-        "args": {k: (str(v) if k == "out" else v) for k, v in vars(args).items()},
-        "setting": setting,
-        "machine": machine,
-        "rows": rows,
-        "wall_s": wall,
-        "cpu_s": cpu,
-    }
-    json_path, md_path = common.write_results("step", payload, md, args.out, args.tag)
+    md = f"Step cost against the floor: {payload['setting']}.\n\n" + common.markdown_table(rows, columns)
+    json_path, md_path = common.write_results("step", {**payload, "rows": rows}, md, out, tag)
     print(md)
     print(f"wrote {json_path} and {md_path}")
 

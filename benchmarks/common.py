@@ -301,7 +301,7 @@ def write_results(
     stem = f"{name}-{tag}" if tag else name
     payload = dict(payload)
     machine = dict(payload.get("machine", {}))
-    if hasattr(os, "getloadavg"):
+    if hasattr(os, "getloadavg") and "loadavg_end" not in machine:
         machine["loadavg_end"] = list(os.getloadavg())
     payload["machine"] = machine
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"

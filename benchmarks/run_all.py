@@ -145,7 +145,11 @@ def plot_step(payload: dict, path: Path) -> Path:
     names = [r["config"] for r in rows]
     x = range(len(rows))
     fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2, 3.6))
-    ax.bar([i - 0.2 for i in x], [r["ratio_cpu_median"] for r in rows], width=0.4, label="CPU time")
+    cpu = [r["ratio_cpu_median"] for r in rows]
+    err = None
+    if all("ratio_cpu_min" in r for r in rows):  # whiskers: lowest and highest per-round ratio
+        err = [[c - r["ratio_cpu_min"] for c, r in zip(cpu, rows)], [r["ratio_cpu_max"] - c for c, r in zip(cpu, rows)]]
+    ax.bar([i - 0.2 for i in x], cpu, width=0.4, yerr=err, capsize=3, label="CPU time (whiskers: min-max of rounds)")
     ax.bar([i + 0.2 for i in x], [r["ratio_wall_median"] for r in rows], width=0.4, label="wall clock")
     ax.axhline(1.25, color="tab:red", ls="--", lw=1, label="target 1.25x")
     ax.set_xticks(list(x), names)
