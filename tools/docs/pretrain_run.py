@@ -28,8 +28,8 @@ from common import DEFAULT_RUN_DIR, PNEUMONIAMNIST_NPZ, PRETRAIN_BUNDLE, REPO_RO
 DOCS_OVERRIDES = {
     "image_size": 32,
     "batch_size": 64,
-    "max_epochs": 4,
-    "val_interval": 2,
+    "max_epochs": 2,
+    "val_interval": 1,
     "progress_bar": False,
 }
 
