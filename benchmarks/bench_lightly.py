@@ -420,6 +420,38 @@ def main() -> None:
         few = knn_metrics(bank_f[small], bank_y[small], val_f, val_y)
         return {**full, **{f"{k}_few": v for k, v in few.items()}}
 
+    def snapshot() -> dict:
+        runs = {
+            m: {
+                "steps": state[m]["step"],
+                "cpu_s": state[m]["cpu_s"],
+                "wall_s": state[m]["wall_s"],
+                "passes": methods[m].passes,
+                "final_loss": float(np.mean(state[m]["losses"][-args.eval_every :])) if state[m]["losses"] else None,
+                "curve": curves[m],
+            }
+            for m in args.methods
+        }
+        setting = (
+            f"PneumoniaMNIST train ({len(data['train_x'])} images) at {args.image_size} px, batch {args.batch_size} "
+            f"pairs, MONAI ResNet-18 (same init), AdamW lr {args.lr:g} wd {args.weight_decay:g}, temperature "
+            f"{args.temperature:g}, queue {args.queue_size}, momentum 0.99→1 (cosine over {args.max_steps} steps), "
+            f"budget {args.budget:g} CPU s per method, kNN every {args.eval_every} steps on {len(val_x)} val images "
+            f"(banks: {len(bank_x)} class-balanced train images, and a few-label bank of {args.small_bank_per_class} "
+            f"per class), {torch.get_num_threads()} torch thread(s), seed {args.seed}"
+        )
+        return {
+            "benchmark": "lightly",
+            "command": common.command_line(),
+            "args": {k: str(v) if isinstance(v, common.Path) else v for k, v in vars(args).items()},
+            "setting": setting,
+            "machine": machine,
+            "train_images": len(data["train_x"]),
+            "runs": runs,
+        }
+
+    partial = args.out / "raw" / (f"lightly-{args.tag}-partial.json" if args.tag else "lightly-partial.json")
+    partial.parent.mkdir(parents=True, exist_ok=True)
     curves: dict[str, list[dict]] = {}
     state = {m: {"step": 0, "cpu_s": 0.0, "wall_s": 0.0, "losses": []} for m in args.methods}
     for m in args.methods:
@@ -447,36 +479,10 @@ def main() -> None:
             )
             if s["cpu_s"] >= args.budget or s["step"] >= args.max_steps:
                 active.remove(m)
+            # progress so far (re-report an interrupted run with --from-json)
+            partial.write_text(json.dumps(snapshot(), indent=1, default=str))
 
-    runs = {
-        m: {
-            "steps": state[m]["step"],
-            "cpu_s": state[m]["cpu_s"],
-            "wall_s": state[m]["wall_s"],
-            "passes": methods[m].passes,
-            "final_loss": float(np.mean(state[m]["losses"][-args.eval_every :])),
-            "curve": curves[m],
-        }
-        for m in args.methods
-    }
-    setting = (
-        f"PneumoniaMNIST train ({len(data['train_x'])} images) at {args.image_size} px, batch {args.batch_size} "
-        f"pairs, MONAI ResNet-18 (same init), AdamW lr {args.lr:g} wd {args.weight_decay:g}, temperature "
-        f"{args.temperature:g}, queue {args.queue_size}, momentum 0.99→1 (cosine over {args.max_steps} steps), "
-        f"budget {args.budget:g} CPU s per method, kNN every {args.eval_every} steps on {len(val_x)} val images "
-        f"(banks: {len(bank_x)} class-balanced train images, and a few-label bank of {args.small_bank_per_class} per "
-        f"class), {torch.get_num_threads()} torch thread(s), seed {args.seed}"
-    )
-    payload = {
-        "benchmark": "lightly",
-        "command": common.command_line(),
-        "args": {k: str(v) if isinstance(v, common.Path) else v for k, v in vars(args).items()},
-        "setting": setting,
-        "machine": machine,
-        "train_images": len(data["train_x"]),
-        "runs": runs,
-    }
-    report(payload, args)
+    report(snapshot(), args)
 
 
 METRIC_NAMES = {

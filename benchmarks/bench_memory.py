@@ -131,6 +131,7 @@ def main() -> None:
         args.backbone, args.image_size, args.batch_size, args.steps = "resnet18", 32, 2, 1
         args.configs = ["floor", "default"]
         args.tag = "quick" if args.tag is None else args.tag
+    common.apply_threads(args)  # the children use the same thread count; recorded in the machine description
     machine = common.machine_info(args.device)
     print(common.machine_summary(machine))
     rows = []
