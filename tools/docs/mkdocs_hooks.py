@@ -46,6 +46,10 @@ BUNDLE_TABLE_MARKER = "<!-- bundle-table -->"
 MULTI_GPU_MARKER = "<!-- multi-gpu-status -->"
 LINK_RE = re.compile(r"(?P<bang>!?)\[(?P<text>[^\]]*)\]\((?P<target>[^)\s]+)(?P<title>\s+\"[^\"]*\")?\)")
 FENCE_RE = re.compile(r"^\s*(```|~~~)")
+#: Sphinx roles left in docstrings, as rendered by mkdocstrings: ``:class:<code>~a.b.C</code>``
+ROLE_RE = re.compile(
+    r":(?:py:)?(?:mod|func|class|meth|data|attr|obj|exc|const):<code>(?P<tilde>~?)(?P<target>[\w.]+)</code>"
+)
 
 
 # ----------------------------------------------------------------------------------------------------------- helpers
@@ -184,6 +188,59 @@ class _GroupedParamsFilter(logging.Filter):
         return True
 
 
+_OBJECT_INDEX: tuple[dict[str, str], dict[str, str]] | None = None
+
+
+def object_index() -> tuple[dict[str, str], dict[str, str]]:
+    """``(path → canonical path, unique short name → canonical path)`` of the package's public objects (griffe)."""
+    global _OBJECT_INDEX
+    if _OBJECT_INDEX is not None:
+        return _OBJECT_INDEX
+    import griffe
+
+    package = griffe.load(PACKAGE, search_paths=[str(REPO_ROOT)], allow_inspection=False)
+    paths: dict[str, str] = {}
+    short: dict[str, set[str]] = {}
+
+    def walk(obj) -> None:
+        for name, member in obj.members.items():
+            if name.startswith("_"):
+                continue
+            path = f"{obj.path}.{name}"
+            if member.is_alias:
+                if member.target_path.startswith(PACKAGE + "."):
+                    paths[path] = member.target_path
+                continue
+            paths[path] = member.path
+            short.setdefault(name, set()).add(member.path)
+            if member.is_module or member.is_class:
+                walk(member)
+
+    walk(package)
+    for path in paths:  # aliases of aliases (package re-exports of subpackage re-exports)
+        for _ in range(5):
+            target = paths[path]
+            if paths.get(target, target) == target:
+                break
+            paths[path] = paths[target]
+    _OBJECT_INDEX = (paths, {name: next(iter(p)) for name, p in short.items() if len(p) == 1})
+    return _OBJECT_INDEX
+
+
+def _link_role(match: re.Match) -> str:
+    target = match.group("target")
+    label = target.rsplit(".", 1)[-1] if match.group("tilde") else target
+    paths, short = object_index()
+    identifier = paths.get(target) or short.get(target)
+    if identifier is None and "." in target:  # Class.method
+        head, _, tail = target.partition(".")
+        owner = paths.get(head) or short.get(head)
+        identifier = paths.get(f"{owner}.{tail}") if owner else None
+    if identifier is None:
+        return f"<code>{label}</code>"
+    return f'<autoref identifier="{identifier}" optional><code>{label}</code></autoref>'
+
+
 # ------------------------------------------------------------------------------------------------------------- hooks
 def on_startup(**kwargs):
     griffe_logger = logging.getLogger("mkdocs.plugins.griffe")
@@ -265,6 +322,11 @@ def on_page_markdown(markdown: str, page, config, files: Files, **kwargs) -> str
         if files.get_file_from_path(uri) is None:
             files.append(File.generated(config, uri, abs_src_path=str(REPO_ROOT / rel)))
     return markdown
+
+
+def on_page_content(html: str, page, config, files: Files, **kwargs) -> str:
+    """Turn the Sphinx roles of the docstrings into links to the API pages (plain code when not ours)."""
+    return ROLE_RE.sub(_link_role, html) if ":<code>" in html else html
 
 
 def _bundle_table(page_uri: str) -> str:
