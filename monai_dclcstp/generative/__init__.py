@@ -26,6 +26,33 @@ _EXPORTS = {
     "LatentDiffusionPrepareBatch": "prepare_batch",
     "class_counts": "conditional",
     "class_sampling_plan": "conditional",
+    "resolve_class_counts": "conditional",
+    "infer_num_classes": "conditional",
+    "label_counts": "conditional",
+    "LatentScaleFactor": "scale_factor",
+    # autoencoder training
+    "kl_divergence": "autoencoder_loss",
+    "AutoencoderKLLoss": "autoencoder_loss",
+    "PatchGeneratorLoss": "adversarial",
+    "PatchDiscriminatorLoss": "adversarial",
+    "EncoderPerceptualLoss": "perceptual",
+    "build_perceptual_loss": "perceptual",
+    "PERCEPTUAL_NETWORKS": "perceptual",
+    "AutoencoderKLTrainer": "autoencoder_trainer",
+    # networks: build, export, load (incl. old MONAI Generative checkpoints)
+    "NETWORKS": "model_io",
+    "build_network": "model_io",
+    "build_diffusion_unet": "model_io",
+    "export_generative_model": "model_io",
+    "read_model_info": "model_io",
+    "resolve_model_info": "model_io",
+    "load_generative_weights": "model_io",
+    "is_old_state_dict": "model_io",
+    # bundle handlers
+    "GenerativeModelExport": "export_handler",
+    "TensorBoardImageGrid": "image_grid",
+    "image_grid": "image_grid",
+    "DiffusionSamplePreview": "sample_preview",
     # sampling and writing
     "sample_images": "sampling",
     "class_conditioned": "sampling",
@@ -42,11 +69,29 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .conditional import class_counts, class_sampling_plan
+    from .adversarial import PatchDiscriminatorLoss, PatchGeneratorLoss
+    from .autoencoder_loss import AutoencoderKLLoss, kl_divergence
+    from .autoencoder_trainer import AutoencoderKLTrainer
+    from .conditional import class_counts, class_sampling_plan, infer_num_classes, label_counts, resolve_class_counts
     from .conditional_unet import ClassConditionalDiffusionUNet
+    from .export_handler import GenerativeModelExport
+    from .image_grid import TensorBoardImageGrid, image_grid
     from .latent import compute_scale_factor, decode_latents, encode_latents, latent_shape
+    from .model_io import (
+        NETWORKS,
+        build_diffusion_unet,
+        build_network,
+        export_generative_model,
+        is_old_state_dict,
+        load_generative_weights,
+        read_model_info,
+        resolve_model_info,
+    )
+    from .perceptual import PERCEPTUAL_NETWORKS, EncoderPerceptualLoss, build_perceptual_loss
     from .prepare_batch import LatentDiffusionPrepareBatch
+    from .sample_preview import DiffusionSamplePreview
     from .sampling import class_conditioned, sample_images
+    from .scale_factor import LatentScaleFactor
     from .scheduler_adapter import SUPPORTED_DIFFUSERS_SCHEDULERS, DiffusersSchedulerAdapter
     from .schedulers import SCHEDULER_NAMES, build_scheduler
     from .synthesis import synthesize, write_synthetic_datalist

@@ -36,7 +36,9 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
     Args:
         autoencoder: trained ``AutoencoderKL``; used under ``torch.no_grad`` (keep it in eval mode).
         num_train_timesteps: number of diffusion steps; timesteps are drawn uniformly from ``[0, num_train_timesteps)``.
-        scale_factor: latent scale factor (see :func:`~monai_dclcstp.generative.latent.compute_scale_factor`).
+        scale_factor: latent scale factor (see :func:`~monai_dclcstp.generative.latent.compute_scale_factor`), or
+            anything with ``__float__`` read at every batch (e.g. a
+            :class:`~monai_dclcstp.generative.scale_factor.LatentScaleFactor` restored from a checkpoint on resume).
         condition_name: batch key of the condition (class labels ``(B,)``), or ``None`` for unconditional training.
         label_dropout: probability of replacing a label by ``null_label`` (classifier-free guidance training).
         null_label: the "no class" label, usually ``num_classes`` with ``num_class_embeds = num_classes + 1``.
@@ -50,7 +52,7 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
         self,
         autoencoder: nn.Module,
         num_train_timesteps: int,
-        scale_factor: float = 1.0,
+        scale_factor: Any = 1.0,
         condition_name: str | None = None,
         label_dropout: float = 0.0,
         null_label: int | None = None,
@@ -68,7 +70,7 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
         if prediction_type == "v_prediction" and scheduler is None:
             raise ValueError("prediction_type='v_prediction' needs the training scheduler (for get_velocity).")
         self.autoencoder = autoencoder
-        self.scale_factor = float(scale_factor)
+        self.scale_factor = scale_factor if hasattr(scale_factor, "__float__") else float(scale_factor)
         self.label_dropout = float(label_dropout)
         self.null_label = null_label
         self.prediction_type = prediction_type
@@ -91,7 +93,7 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
     ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
         images, _ = default_prepare_batch(batchdata, device, non_blocking, **kwargs)
         with torch.no_grad():
-            latents = encode_latents(self.autoencoder, images, self.scale_factor, self.sample_posterior)
+            latents = encode_latents(self.autoencoder, images, float(self.scale_factor), self.sample_posterior)
         latents = latents.as_tensor() if hasattr(latents, "as_tensor") else latents
         noise = self.get_noise(latents)
         timesteps = self.get_timesteps(latents)
