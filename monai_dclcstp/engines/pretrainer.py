@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
+from monai.inferers import Inferer
 from monai.utils import CommonKeys
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
@@ -48,6 +49,8 @@ class DCLCsTPTrainer(SupervisedTrainer):
             train_handlers, amp, event_names, event_to_attr, optim_set_to_none, to_kwargs, amp_kwargs:
             as in :class:`monai.engines.SupervisedTrainer`. ``amp`` is honoured only on CUDA.
         prepare_batch: parses a batch into views and geometries (default :class:`PrepareTwoViewBatch`).
+        inferer: kept as ``engine.inferer`` for MONAI's bundle properties (``train#inferer``); the two-view step calls
+            the network directly.
         momentum_start, momentum_end: momentum coefficient at the first and last iteration.
         grad_clip_norm: clip the global gradient norm to this value (``None`` = no clipping).
     """
@@ -63,6 +66,7 @@ class DCLCsTPTrainer(SupervisedTrainer):
         epoch_length: int | None = None,
         non_blocking: bool = False,
         prepare_batch: Callable | None = None,
+        inferer: Inferer | None = None,
         train_handlers: Sequence | None = None,
         amp: bool = False,
         event_names: list | None = None,
@@ -87,6 +91,7 @@ class DCLCsTPTrainer(SupervisedTrainer):
             epoch_length=epoch_length,
             non_blocking=non_blocking and device.type == "cuda",
             prepare_batch=PrepareTwoViewBatch() if prepare_batch is None else prepare_batch,
+            inferer=inferer,
             train_handlers=train_handlers,
             amp=amp and device.type == "cuda",
             event_names=event_names,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -143,7 +143,8 @@ class KNNMonitor:
         interval: evaluate every ``interval`` epochs (``0`` or less: only at start and end).
         k: neighbours of the vote.
         temperature: vote temperature.
-        features: ``"backbone"`` or ``"global"`` (see :func:`embed_images`).
+        features: ``"backbone"`` or ``"global"`` (see :func:`embed_images`), or several of them: the first gives
+            ``<prefix>_accuracy`` and ``<prefix>_balanced_accuracy``, the others ``<prefix>_<kind>_accuracy`` ...
         eval_at_start: evaluate once before training.
         summary_writer: optional TensorBoard ``SummaryWriter`` (only rank 0 writes).
         prefix: metric name prefix.
@@ -160,7 +161,7 @@ class KNNMonitor:
         interval: int = 1,
         k: int = 20,
         temperature: float = 0.07,
-        features: str = "backbone",
+        features: str | Sequence[str] = "backbone",
         eval_at_start: bool = True,
         summary_writer: Any | None = None,
         prefix: str = "knn",
@@ -168,8 +169,9 @@ class KNNMonitor:
         label_key: str = "label",
         name: str | None = None,
     ) -> None:
-        if features not in FEATURE_KINDS:
-            raise ValueError(f"features must be one of {FEATURE_KINDS}, got {features!r}.")
+        kinds = (features,) if isinstance(features, str) else tuple(features)
+        if not kinds or any(f not in FEATURE_KINDS for f in kinds) or len(set(kinds)) != len(kinds):
+            raise ValueError(f"features must be distinct names from {FEATURE_KINDS}, got {features!r}.")
         if k < 1 or temperature <= 0:
             raise ValueError(f"need k >= 1 and temperature > 0, got k={k}, temperature={temperature}.")
         self.network = network
@@ -179,7 +181,7 @@ class KNNMonitor:
         self.interval = int(interval)
         self.k = int(k)
         self.temperature = float(temperature)
-        self.features = features
+        self.features = kinds
         self.eval_at_start = eval_at_start
         self.summary_writer = summary_writer
         self.prefix = prefix
@@ -189,8 +191,11 @@ class KNNMonitor:
         self.history: list[dict[str, Any]] = []
         self._last_evaluated_epoch: int | None = None
 
-    def _metric_names(self) -> tuple[str, str]:
-        return f"{self.prefix}_accuracy", f"{self.prefix}_balanced_accuracy"
+    def _metric_names(self) -> list[str]:
+        names = [f"{self.prefix}_accuracy", f"{self.prefix}_balanced_accuracy"]
+        for kind in self.features[1:]:
+            names += [f"{self.prefix}_{kind}_accuracy", f"{self.prefix}_{kind}_balanced_accuracy"]
+        return names
 
     @staticmethod
     def _size(loader: Iterable) -> int | None:
@@ -228,65 +233,79 @@ class KNNMonitor:
         if self._last_evaluated_epoch != engine.state.epoch:
             self(engine)
 
-    def _embed_loader(self, loader: Iterable, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        feats, labels = [], []
+    def _embed_loader(self, loader: Iterable, device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Embeddings of every kind in ``self.features`` (each ``(N, F_kind)``) and the labels ``(N,)``."""
+        feats: list[list[torch.Tensor]] = [[] for _ in self.features]
+        labels = []
         use_amp = device.type == "cuda"
         for batch in loader:
             images = batch[self.image_key]
             images = images.as_tensor() if hasattr(images, "as_tensor") else torch.as_tensor(images)
+            images = images.to(device)
             with torch.autocast("cuda", enabled=use_amp):
-                feats.append(embed_images(self.network, images.to(device), self.features))
+                for store, kind in zip(feats, self.features):
+                    store.append(embed_images(self.network, images, kind))
             labels.append(torch.as_tensor(batch[self.label_key]).reshape(-1).long().to(device))
-        if not feats:
-            return torch.zeros(0, 1, device=device), torch.zeros(0, dtype=torch.long, device=device)
-        return _gather_rows(torch.cat(feats)), _gather_rows(torch.cat(labels))
+        if not labels:
+            empty = torch.zeros(0, 1, device=device)
+            return [empty for _ in self.features], torch.zeros(0, dtype=torch.long, device=device)
+        return [_gather_rows(torch.cat(f)) for f in feats], _gather_rows(torch.cat(labels))
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Embed both loaders and return ``{"accuracy", "balanced_accuracy", "num_bank", "num_val"}``."""
+    def evaluate(self) -> dict[str, Any]:
+        """Embed both loaders and classify: ``{"accuracy", "balanced_accuracy", "num_bank", "num_val"}`` for the first
+        feature kind, plus ``"<kind>_accuracy"`` and ``"<kind>_balanced_accuracy"`` for every further kind."""
         device = self.device or next(self.network.parameters()).device
         was_training = self.network.training
         self.network.eval()
         try:
-            bank, bank_labels = self._embed_loader(self.bank_loader, device)
-            query, query_labels = self._embed_loader(self.val_loader, device)
+            banks, bank_labels = self._embed_loader(self.bank_loader, device)
+            queries, query_labels = self._embed_loader(self.val_loader, device)
         finally:
             self.network.train(was_training)
-        if bank.shape[0] == 0 or query.shape[0] == 0:
-            return {"accuracy": math.nan, "balanced_accuracy": math.nan, "num_bank": bank.shape[0], "num_val": 0}
-        num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
-        pred = weighted_knn_predict(query, bank, bank_labels, num_classes, self.k, self.temperature)
-        return {
-            "accuracy": float((pred == query_labels).float().mean()),
-            "balanced_accuracy": balanced_accuracy(pred, query_labels),
-            "num_bank": int(bank.shape[0]),
-            "num_val": int(query.shape[0]),
-        }
+        result: dict[str, Any] = {"num_bank": int(bank_labels.shape[0]), "num_val": int(query_labels.shape[0])}
+        for i, (kind, bank, query) in enumerate(zip(self.features, banks, queries)):
+            names = ("accuracy", "balanced_accuracy") if i == 0 else (f"{kind}_accuracy", f"{kind}_balanced_accuracy")
+            if bank.shape[0] == 0 or query.shape[0] == 0:
+                result.update({names[0]: math.nan, names[1]: math.nan})
+                continue
+            num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
+            pred = weighted_knn_predict(query, bank, bank_labels, num_classes, self.k, self.temperature)
+            result[names[0]] = float((pred == query_labels).float().mean())
+            result[names[1]] = balanced_accuracy(pred, query_labels)
+        return result
 
     def __call__(self, engine: Engine) -> None:
         """Evaluate now and record the result (all ranks compute; rank 0 logs and writes TensorBoard)."""
         result = self.evaluate()
         epoch, iteration = int(engine.state.epoch), int(engine.state.iteration)
         self._last_evaluated_epoch = epoch
-        acc_name, bacc_name = self._metric_names()
-        engine.state.metrics[acc_name] = result["accuracy"]
-        engine.state.metrics[bacc_name] = result["balanced_accuracy"]
-        record = {"epoch": epoch, "iteration": iteration, "features": self.features, "k": self.k, **result}
+        metrics = {
+            f"{self.prefix}_{k}": v for k, v in result.items() if k.endswith("accuracy")
+        }  # knn_accuracy, knn_balanced_accuracy, knn_global_accuracy ...
+        engine.state.metrics.update(metrics)
+        record = {"epoch": epoch, "iteration": iteration, "features": self.features[0], "k": self.k, **result}
         self.history.append(record)
         if dist.is_main_process():
+            extra = "".join(
+                f"; {kind} features: accuracy {result[kind + '_accuracy']:.4f}, balanced accuracy "
+                f"{result[kind + '_balanced_accuracy']:.4f}"
+                for kind in self.features[1:]
+            )
             self.logger.info(
-                "kNN (k=%d, %s features, %d bank / %d val items) after epoch %d: accuracy %.4f, balanced accuracy %.4f",
+                "kNN (k=%d, %d bank / %d val items) after epoch %d: %s features: accuracy %.4f, balanced accuracy %.4f%s",
                 self.k,
-                self.features,
                 result["num_bank"],
                 result["num_val"],
                 epoch,
+                self.features[0],
                 result["accuracy"],
                 result["balanced_accuracy"],
+                extra,
             )
             if self.summary_writer is not None:
-                self.summary_writer.add_scalar(acc_name, result["accuracy"], epoch)
-                self.summary_writer.add_scalar(bacc_name, result["balanced_accuracy"], epoch)
+                for name, value in metrics.items():
+                    self.summary_writer.add_scalar(name, value, epoch)
                 self.summary_writer.flush()
 
     def summary(self) -> Mapping[str, Any]:

@@ -132,3 +132,22 @@ def test_monitor_without_labels_is_off(caplog):
         monitor.attach(engine)
     engine.run([0], max_epochs=1)
     assert monitor.history == [] and "kNN monitor off" in caplog.text
+
+
+def test_monitor_with_backbone_and_global_features():
+    torch.manual_seed(0)
+    net = DCLCsTPNet(DualStreamEncoder(2, 1, "resnet10", embed_dim=32, head_hidden_dim=32, out_dim=16))
+    loaders = [[{"image": torch.rand(4, 1, 32, 32), "label": torch.tensor([0, 1, 0, 1])}] for _ in range(2)]
+    monitor = KNNMonitor(net, loaders[0], loaders[1], k=2, features=("backbone", "global"))
+    engine = Engine(lambda e, b: None)
+    monitor.attach(engine)
+    engine.run([0], max_epochs=1)
+    assert set(engine.state.metrics) == {
+        "knn_accuracy",
+        "knn_balanced_accuracy",
+        "knn_global_accuracy",
+        "knn_global_balanced_accuracy",
+    }
+    assert monitor.history[0]["features"] == "backbone" and 0.0 <= monitor.history[0]["global_accuracy"] <= 1.0
+    with pytest.raises(ValueError, match="distinct"):
+        KNNMonitor(net, loaders[0], loaders[1], features=("global", "global"))
