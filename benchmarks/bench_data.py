@@ -150,8 +150,11 @@ def cycle(loader):
         yield from loader
 
 
-def time_loader(variant: str, datasets: dict, batch_size: int, batches: int, seed: int) -> tuple[float, float]:
-    """(pairs/s over ``batches`` timed batches, seconds to the first batches that were skipped)."""
+def time_loader(
+    variant: str, datasets: dict, batch_size: int, batches: int, seed: int
+) -> tuple[float, float, float | None]:
+    """(pairs/s over ``batches`` timed batches, seconds to the first batches that were skipped, pairs per CPU-second
+    of this process — only for in-process loaders, where it is the load-independent cost)."""
     _, _, workers = LOADER_VARIANTS[variant]
     loader = make_loader(variant, datasets, batch_size, seed)
     it = cycle(loader)
@@ -159,12 +162,13 @@ def time_loader(variant: str, datasets: dict, batch_size: int, batches: int, see
     for _ in range(max(1, 2 * workers + 1)):  # worker start-up and the prefetched batches
         next(it)
     startup = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(batches):
         next(it)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     del it, loader
-    return batches * batch_size / elapsed, startup
+    in_process = workers == 0 or LOADER_VARIANTS[variant][1] == "thread"
+    return batches * batch_size / elapsed, startup, batches * batch_size / cpu if in_process else None
 
 
 def build_trainer(settings: dict, device: str, loader, iterations: int) -> DCLCsTPTrainer:
@@ -199,16 +203,19 @@ def build_trainer(settings: dict, device: str, loader, iterations: int) -> DCLCs
     return trainer
 
 
-def time_trainer(trainer: DCLCsTPTrainer, warmup: int) -> float:
-    """Seconds per iteration, skipping the first ``warmup`` iterations (timed with ignite events)."""
+def time_trainer(trainer: DCLCsTPTrainer, warmup: int) -> tuple[float, float]:
+    """Wall and CPU seconds per iteration, skipping the first ``warmup`` iterations (timed with ignite events)."""
     from ignite.engine import Events
 
-    marks: list[float] = []
-    handle = trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: marks.append(time.perf_counter()))
+    marks: list[tuple[float, float]] = []
+    handle = trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda _: marks.append((time.perf_counter(), time.process_time()))
+    )
     trainer.run()
     handle.remove()
     marks = marks[warmup:]
-    return (marks[-1] - marks[0]) / (len(marks) - 1)
+    n = len(marks) - 1
+    return (marks[-1][0] - marks[0][0]) / n, (marks[-1][1] - marks[0][1]) / n
 
 
 def main() -> None:
@@ -250,26 +257,32 @@ def main() -> None:
     # 1. loader alone, sweep repeated
     loader_samples: dict[str, list[float]] = {v: [] for v in args.variants}
     startup: dict[str, list[float]] = {v: [] for v in args.variants}
+    cpu_rates: dict[str, list[float]] = {v: [] for v in args.variants}
     for r in range(args.repeats):
         for v in args.variants:
-            rate, start = time_loader(v, datasets, batch_size, args.batches, args.seed + r)
+            rate, start, cpu_rate = time_loader(v, datasets, batch_size, args.batches, args.seed + r)
             loader_samples[v].append(rate)
             startup[v].append(start)
+            if cpu_rate is not None:
+                cpu_rates[v].append(cpu_rate)
             print(f"repeat {r + 1}/{args.repeats}: {v}: {rate:.0f} pairs/s (start-up {start:.2f} s)")
 
     # 2. trainer alone on in-memory batches (the loader's output, collated once)
     memory_batches = [b for _, b in zip(range(4), make_loader("CacheDataset + DataLoader(0)", datasets, batch_size, 0))]
     steps = args.trainer_steps + 2
     mem_loader = [memory_batches[i % len(memory_batches)] for i in range(steps)]
-    trainer_s = time_trainer(build_trainer(settings, args.device, mem_loader, steps), warmup=2)
-    trainer_rate = batch_size / trainer_s
-    print(f"trainer alone: {trainer_s * 1e3:.0f} ms/iteration = {trainer_rate:.1f} pairs/s")
+    trainer_s, trainer_cpu_s = time_trainer(build_trainer(settings, args.device, mem_loader, steps), warmup=2)
+    trainer_rate, trainer_cpu_rate = batch_size / trainer_s, batch_size / trainer_cpu_s
+    print(
+        f"trainer alone: {trainer_s * 1e3:.0f} ms/iteration = {trainer_rate:.1f} pairs/s "
+        f"({trainer_cpu_rate:.1f} pairs per CPU-second)"
+    )
 
     # 3. end to end: trainer fed by a loader
     e2e_rows = [{"feed": "in-memory batches", "ms_per_iteration": trainer_s * 1e3, "pairs_per_s": trainer_rate}]
     for v in args.end_to_end:
         loader = make_loader(v, datasets, batch_size, args.seed)
-        s = time_trainer(build_trainer(settings, args.device, loader, steps), warmup=2)
+        s, _ = time_trainer(build_trainer(settings, args.device, loader, steps), warmup=2)
         e2e_rows.append(
             {"feed": v, "ms_per_iteration": s * 1e3, "pairs_per_s": batch_size / s, "slowdown": s / trainer_s}
         )
@@ -287,6 +300,8 @@ def main() -> None:
                 "x_trainer": statistics.median(rates) / trainer_rate,
                 "startup_s": statistics.median(startup[v]),
                 "meets_1_5x": statistics.median(rates) / trainer_rate >= 1.5,
+                "pairs_per_cpu_s": statistics.median(cpu_rates[v]) if cpu_rates[v] else None,
+                "x_trainer_cpu": statistics.median(cpu_rates[v]) / trainer_cpu_rate if cpu_rates[v] else None,
             }
         )
     fastest = max(rows, key=lambda r: r["pairs_per_s_median"])
@@ -296,6 +311,8 @@ def main() -> None:
         ("pairs_per_s_median", "pairs/s (median)"),
         ("x_trainer", "x trainer pairs/s"),
         ("meets_1_5x", ">= 1.5x"),
+        ("pairs_per_cpu_s", "pairs per CPU-second (in-process loaders)"),
+        ("x_trainer_cpu", "x trainer, CPU time"),
         ("startup_s", "start-up s (first batches)"),
     ]
     e2e_columns = [
@@ -313,7 +330,9 @@ def main() -> None:
     md = (
         f"Data pipeline: {setting}.\n\n"
         + common.markdown_table(rows, columns, digits=1)
-        + f"\n\nTrainer alone (in-memory batches): {trainer_s * 1e3:.0f} ms/iteration = {trainer_rate:.1f} pairs/s. "
+        + f"\n\nTrainer alone (in-memory batches): {trainer_s * 1e3:.0f} ms/iteration = {trainer_rate:.1f} pairs/s "
+        f"wall, {trainer_cpu_rate:.1f} pairs per CPU-second (one core). The CPU-time column compares what one core "
+        "of loading feeds against what one core of training eats, whatever else runs on the machine. "
         f"Fastest loader: **{fastest['variant']}** ({fastest['pairs_per_s_median']:.0f} pairs/s, "
         f"{fastest['x_trainer']:.1f}x the trainer).\n\nEnd to end (trainer fed by the loader, "
         f"{args.trainer_steps} timed iterations):\n\n" + common.markdown_table(e2e_rows, e2e_columns)
@@ -328,6 +347,8 @@ def main() -> None:
         "cache_build_s": cache_build_s,
         "trainer_s_per_iteration": trainer_s,
         "trainer_pairs_per_s": trainer_rate,
+        "trainer_pairs_per_cpu_s": trainer_cpu_rate,
+        "samples_pairs_per_cpu_s": cpu_rates,
         "rows": rows,
         "end_to_end": e2e_rows,
         "fastest": fastest["variant"],

@@ -67,6 +67,10 @@ machine). When the machine is busy, trust the CPU-time ratios over the wall-cloc
 <!-- BEGIN speed-summary -->
 <!-- END speed-summary -->
 
+<!-- BEGIN speed-notes -->
+*Findings and decisions (written by hand after a run; `run_all.py` leaves this section alone).*
+<!-- END speed-notes -->
+
 ## Speed
 
 ### Step cost against the floor

@@ -58,11 +58,13 @@ def test_knn_metrics_and_auc():
     assert bench_lightly.roc_auc(torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0, 1, 1])) == pytest.approx(0.5)
 
 
-def test_time_to_target_uses_smoothed_curve():
-    curve = [{"cpu_s": t, "bacc": v} for t, v in [(0, 0.5), (10, 0.9), (20, 0.6), (30, 0.8), (40, 0.85)]]
-    # trailing means: 0.5, 0.7, 0.667, 0.767, 0.75 -> the 0.9 spike alone does not reach 0.75
-    assert bench_lightly.first_time(curve, "bacc", 0.75) == 30
-    assert bench_lightly.first_time(curve, "bacc", 0.95) is None
+def test_time_to_target_uses_smoothed_curve_of_trained_points():
+    points = [(0, 0.95), (10, 0.5), (20, 0.9), (30, 0.6), (40, 0.8), (50, 0.85)]
+    curve = [{"step": i, "cpu_s": t, "bacc": v} for i, (t, v) in enumerate(points)]
+    # step 0 (random init) is ignored; trailing means of the rest: 0.5, 0.7, 0.667, 0.767, 0.75
+    assert bench_lightly.first_time(curve, "bacc", 0.75) == 40
+    assert bench_lightly.first_time(curve, "bacc", 0.7) == 20
+    assert bench_lightly.first_time(curve, "bacc", 0.9) is None
 
 
 def test_docs_sections_are_replaced_and_others_kept(tmp_path):
