@@ -3,6 +3,9 @@
 - :class:`ToClassIndexMask` / :class:`ToClassIndexMaskd`: a loaded mask ``(C, *spatial)`` → ``(1, *spatial)`` class
   indices. Binary tasks threshold it (``mask > threshold``; JPEG masks carry ``"mask_threshold": 127`` in the
   datalist, see :mod:`monai_dclcstp.data.layouts.segmentation`), multi-class tasks take the stored values as indices.
+- :class:`ResizeToOriginalSize` / :class:`ResizeToOriginalSized`: resize network outputs back to the input's original
+  spatial shape (recorded by ``LoadImage`` in the metadata), with (tri)linear interpolation of the probabilities,
+  whatever resampling brought the input to the network's size.
 - :class:`WriteSegmentationMask` / :class:`WriteSegmentationMaskd`: write a predicted mask next to nothing but the
   output folder, named after its input, in the input's format: an 8-bit PNG of the input's pixel size for 2D raster
   inputs (PNG, JPEG, BMP, TIFF), NIfTI with the input's affine for anything else (NIfTI, DICOM, 3D volumes).
@@ -22,13 +25,17 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, Transform
+from monai.transforms import MapTransform, Resize, Transform
 
 from ..data.files import RASTER_SUFFIXES, TIFF_SUFFIXES, file_stem, file_suffix
 from ..data.masks import binarize_mask
 from ..utils.io import atomic_write, safe_output_path
 
 __all__ = [
+    "ResizeToOriginalSize",
+    "ResizeToOriginalSized",
+    "ResizeToOriginalSizeD",
+    "ResizeToOriginalSizeDict",
     "ToClassIndexMask",
     "ToClassIndexMaskd",
     "ToClassIndexMaskD",
@@ -52,6 +59,78 @@ def output_name(source: str | os.PathLike, postfix: str = "_seg", ext: str = ".p
     stem = file_stem(os.path.basename(os.fspath(source))) if source else ""
     stem = _UNSAFE.sub("_", stem).lstrip("._-")[:150] or "image"
     return f"{stem}{postfix}{ext}"
+
+
+def _original_shape(meta: Mapping) -> tuple[int, ...] | None:
+    shape = meta.get("spatial_shape")
+    if shape is None:
+        return None
+    return tuple(int(s) for s in np.asarray(shape.cpu() if isinstance(shape, torch.Tensor) else shape).reshape(-1))
+
+
+class ResizeToOriginalSize(Transform):
+    """Resize a channel-first prediction ``(C, *spatial)`` to the input's original spatial shape.
+
+    The shape is the ``spatial_shape`` that MONAI's ``LoadImage`` records in the metadata (of the prediction itself or
+    of ``meta``). Probabilities are interpolated (bilinear in 2D, trilinear in 3D) before the ``argmax``, so the
+    restored mask has smooth boundaries even when the input was downsampled with ``"area"`` (box) averaging, whose
+    inverse (``Invertd``) would replicate pixels. Predictions already at the original size pass through unchanged.
+
+    Args:
+        mode: interpolation mode; ``None`` chooses ``"bilinear"`` / ``"trilinear"`` from the number of spatial axes.
+        align_corners: as in :class:`~monai.transforms.Resize`.
+    """
+
+    def __init__(self, mode: str | None = None, align_corners: bool | None = False) -> None:
+        self.mode = mode
+        self.align_corners = align_corners
+
+    def __call__(self, pred: torch.Tensor, meta: Mapping | None = None) -> torch.Tensor:
+        """``(C, *spatial)`` → ``(C, *original_spatial)``; a ``ValueError`` when no original shape is known."""
+        if meta is None:
+            meta = pred.meta if isinstance(pred, MetaTensor) else {}
+        shape = _original_shape(meta)
+        if shape is None:
+            raise ValueError("no 'spatial_shape' in the metadata: cannot restore the input's size.")
+        if tuple(pred.shape[1:]) == shape:
+            return pred
+        if len(shape) != pred.ndim - 1:
+            raise ValueError(f"prediction {tuple(pred.shape)} does not match the input's spatial shape {shape}.")
+        mode = self.mode or ("bilinear" if len(shape) == 2 else "trilinear")
+        align = None if mode in ("nearest", "nearest-exact", "area") else self.align_corners
+        return Resize(spatial_size=shape, mode=mode, align_corners=align)(pred)
+
+
+class ResizeToOriginalSized(MapTransform):
+    """Dictionary wrapper of :class:`ResizeToOriginalSize`; the original shape comes from ``ref_key``'s metadata
+    (e.g. the ``"image"`` ``MetaTensor``), or from each key's own metadata when ``ref_key`` is ``None``."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        ref_key: str | None = "image",
+        mode: str | None = None,
+        align_corners: bool | None = False,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.resizer = ResizeToOriginalSize(mode, align_corners)
+        self.ref_key = ref_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        ref = d.get(self.ref_key) if self.ref_key is not None else None
+        meta = ref.meta if isinstance(ref, MetaTensor) else None
+        for key in self.key_iterator(d):
+            out = self.resizer(d[key], meta)
+            if isinstance(out, MetaTensor) and meta is not None:  # carry the input's file name and geometry
+                for k in ("filename_or_obj", "spatial_shape", "original_affine", "original_channel_dim"):
+                    if k in meta:
+                        out.meta[k] = meta[k]
+                if "original_affine" in meta and tuple(out.shape[1:]) == _original_shape(meta):
+                    out.affine = torch.as_tensor(np.asarray(meta["original_affine"]), dtype=torch.float64)
+            d[key] = out
+        return d
 
 
 class ToClassIndexMask(Transform):
@@ -174,9 +253,7 @@ class WriteSegmentationMask(Transform):
             source = source[0] if source else ""
         source = os.fspath(source) if source else ""
         arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-        original = meta.get("spatial_shape")
-        if original is not None:
-            original = tuple(int(s) for s in np.asarray(original).reshape(-1))
+        original = _original_shape(meta)
         unchanneled = original is not None and arr.ndim == len(original)  # e.g. squeezed 2D masks (MONAI Label)
         if not unchanneled:
             if arr.ndim not in (3, 4) or arr.shape[0] != 1:
@@ -251,5 +328,6 @@ class WriteSegmentationMaskd(MapTransform):
         return d
 
 
+ResizeToOriginalSizeD = ResizeToOriginalSizeDict = ResizeToOriginalSized
 ToClassIndexMaskD = ToClassIndexMaskDict = ToClassIndexMaskd
 WriteSegmentationMaskD = WriteSegmentationMaskDict = WriteSegmentationMaskd

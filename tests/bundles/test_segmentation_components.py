@@ -16,6 +16,7 @@ from PIL import Image
 from monai_dclcstp.handlers.segmentation_report import summarize
 from monai_dclcstp.networks import MultiScaleResNet, PretrainedEncoderUNet
 from monai_dclcstp.transforms.segmentation import (
+    ResizeToOriginalSized,
     ToClassIndexMask,
     ToClassIndexMaskd,
     WriteSegmentationMask,
@@ -147,6 +148,27 @@ def test_class_index_mask_multiclass():
         ToClassIndexMask(3)(mask * 2)
     with pytest.raises(ValueError, match="num_classes"):
         ToClassIndexMask(1)
+
+
+# ----------------------------------------------------------------------------------------------- restore size
+
+
+def test_resize_to_original_size_interpolates_probabilities(tmp_path):
+    src = tmp_path / "p.png"
+    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(src)  # H 30, W 50
+    image = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image")])({"image": str(src)})["image"]
+    small = torch.zeros(2, 10, 6)
+    small[1, :5] = 1.0  # left half foreground in MONAI's (W, H) order
+    small[0] = 1.0 - small[1]
+    out = ResizeToOriginalSized("pred", ref_key="image")({"pred": MetaTensor(small), "image": image})["pred"]
+    assert out.shape == (2, 50, 30)
+    assert out.meta["filename_or_obj"] == str(src)
+    column = out[1, :, 0]
+    assert column[0] == 1.0 and column[-1] == 0.0 and 0.0 < column[24] < 1.0  # interpolated, not replicated
+    same = ResizeToOriginalSized("pred")({"pred": MetaTensor(torch.zeros(2, 50, 30), meta={"spatial_shape": (50, 30)})})
+    assert same["pred"].shape == (2, 50, 30)
+    with pytest.raises(ValueError, match="spatial_shape"):
+        ResizeToOriginalSized("pred", ref_key=None)({"pred": torch.zeros(2, 4, 4)})
 
 
 # ----------------------------------------------------------------------------------------------- mask writer
