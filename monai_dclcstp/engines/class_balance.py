@@ -14,7 +14,14 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch.utils.data import WeightedRandomSampler
 
-__all__ = ["CLASS_WEIGHTING_MODES", "check_class_weighting", "class_counts", "class_weights", "balanced_sampler"]
+__all__ = [
+    "CLASS_WEIGHTING_MODES",
+    "check_class_weighting",
+    "class_counts",
+    "class_weights",
+    "sample_weights",
+    "balanced_sampler",
+]
 
 CLASS_WEIGHTING_MODES = ("none", "loss", "sampler")
 
@@ -79,6 +86,15 @@ def class_weights(items: Sequence[Mapping], num_classes: int, mode: str = "loss"
     return weights
 
 
+def sample_weights(items: Sequence[Mapping], num_classes: int) -> torch.Tensor:
+    """Per-item sampling weights ``1 / n_class`` (each class drawn equally often), float64 ``(len(items),)``.
+
+    Also the ``weights`` of MONAI's ``DistributedWeightedRandomSampler`` in multi-GPU runs.
+    """
+    counts = class_counts(items, num_classes)
+    return torch.tensor([1.0 / counts[_label(item, i)] for i, item in enumerate(items)], dtype=torch.double)
+
+
 def balanced_sampler(
     items: Sequence[Mapping],
     num_classes: int,
@@ -100,8 +116,7 @@ def balanced_sampler(
     """
     if check_class_weighting(mode) != "sampler":
         return None
-    counts = class_counts(items, num_classes)
-    weights = torch.tensor([1.0 / counts[_label(item, i)] for i, item in enumerate(items)], dtype=torch.double)
+    weights = sample_weights(items, num_classes)
     generator = torch.Generator().manual_seed(int(seed))
     n = len(items) if num_samples is None else int(num_samples)
     return WeightedRandomSampler(weights, num_samples=n, replacement=True, generator=generator)
