@@ -38,7 +38,9 @@ def _unwrap(network: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def embed_images(network: nn.Module, images: torch.Tensor, features: str = "backbone") -> torch.Tensor:
+def embed_images(
+    network: nn.Module, images: torch.Tensor, features: str | Sequence[str] = "backbone"
+) -> torch.Tensor | list[torch.Tensor]:
     """L2-normalised image embeddings ``(B, F)`` of ``images`` ``(B, C, *spatial)``.
 
     Args:
@@ -46,22 +48,28 @@ def embed_images(network: nn.Module, images: torch.Tensor, features: str = "back
             :class:`~monai_dclcstp.networks.DualStreamEncoder`, or a backbone returning a list of feature maps.
         images: input batch.
         features: ``"backbone"`` — global average pool of the last backbone map (C5; what the exported encoder gives
-            downstream tasks), or ``"global"`` — the global-stream projection head output.
+            downstream tasks), ``"global"`` — the global-stream projection head output, or a sequence of both (one
+            backbone pass, a list of embeddings returned).
     """
-    if features not in FEATURE_KINDS:
-        raise ValueError(f"features must be one of {FEATURE_KINDS}, got {features!r}.")
+    kinds = [features] if isinstance(features, str) else list(features)
+    if any(k not in FEATURE_KINDS for k in kinds):
+        raise ValueError(f"features must be in {FEATURE_KINDS}, got {features!r}.")
     model = _unwrap(network)
     encoder = getattr(model, "online", model)
-    if features == "global":
-        if not hasattr(encoder, "global_head"):
-            raise ValueError(f"features='global' needs a network with a global head, got {type(model).__name__}.")
-        emb = encoder.global_head(encoder.forward_tokens(images))
-    else:
-        backbone = getattr(encoder, "backbone", encoder)
-        maps = backbone(images)
-        last = maps[-1] if isinstance(maps, (list, tuple)) else maps
-        emb = last.flatten(2).mean(dim=2) if last.ndim > 2 else last
-    return F.normalize(emb.float(), dim=1)
+    backbone = getattr(encoder, "backbone", encoder)
+    if "global" in kinds and not hasattr(encoder, "global_head"):
+        raise ValueError(f"features='global' needs a network with a global head, got {type(model).__name__}.")
+    maps = backbone(images)
+    maps = list(maps) if isinstance(maps, (list, tuple)) else [maps]
+    out = []
+    for kind in kinds:
+        if kind == "global":
+            tokens = encoder.projection([maps[i] for i in encoder.scale_indices])  # = encoder.forward_tokens(images)
+            emb = encoder.global_head(tokens)
+        else:
+            emb = maps[-1].flatten(2).mean(dim=2) if maps[-1].ndim > 2 else maps[-1]
+        out.append(F.normalize(emb.float(), dim=1))
+    return out[0] if isinstance(features, str) else out
 
 
 @torch.no_grad()
@@ -243,8 +251,8 @@ class KNNMonitor:
             images = images.as_tensor() if hasattr(images, "as_tensor") else torch.as_tensor(images)
             images = images.to(device)
             with torch.autocast("cuda", enabled=use_amp):
-                for store, kind in zip(feats, self.features):
-                    store.append(embed_images(self.network, images, kind))
+                for store, emb in zip(feats, embed_images(self.network, images, self.features)):
+                    store.append(emb)
             labels.append(torch.as_tensor(batch[self.label_key]).reshape(-1).long().to(device))
         if not labels:
             empty = torch.zeros(0, 1, device=device)

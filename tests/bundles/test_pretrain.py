@@ -86,6 +86,7 @@ def workflow(config=CONFIG, **overrides):
     configs = config if isinstance(config, (list, tuple)) else [config]
     wf = ConfigWorkflow(config_file=[str(c) for c in configs], workflow_type="train", **overrides)
     wf.initialize()
+    assert wf.bundle_root  # resolved inside a ConfigWorkflow method, where find_bundle_root sees the config's folder
     return wf
 
 
@@ -228,11 +229,10 @@ def test_resume_continues_with_the_next_epoch(tmp_path):
 
 def test_dataset_dir_with_synthetic_mixing(tmp_path):
     rng = np.random.RandomState(0)
-    for sub in ("a", "b/c"):
-        (tmp_path / "scans" / sub).mkdir(parents=True)
+    (tmp_path / "scans" / "b" / "c").mkdir(parents=True)  # a nested, unlabelled folder tree (not class folders)
     for i in range(6):
         img = (rng.rand(40, 40) * 255).astype(np.uint8)
-        Image.fromarray(img).save(tmp_path / "scans" / ("a" if i < 3 else "b/c") / f"img{i}.png")
+        Image.fromarray(img).save(tmp_path / "scans" / ("" if i < 3 else "b/c") / f"img{i}.png")
     synth = tmp_path / "synthetic"
     (synth / "images").mkdir(parents=True)
     for i in range(4):
