@@ -149,7 +149,7 @@ def test_resume_continues_and_keeps_the_best_model(trained, shared_datalist, tmp
     # pretend the saved model.pt scored a Dice no new model can beat: resuming must not overwrite it
     ckpt_path = out / "checkpoint_epoch=1.pt"
     ckpt = torch.load(ckpt_path, weights_only=True)
-    ckpt["best_model_tracker"]["_saved"] = [(2.0, ckpt["best_model_tracker"]["_saved"][0][1])]
+    ckpt["best_model"]["_saved"] = [[2.0, ckpt["best_model"]["_saved"][0][1]]]
     torch.save(ckpt, ckpt_path)
     best_before = (out / "model.pt").read_bytes()
     wf = ConfigWorkflow(

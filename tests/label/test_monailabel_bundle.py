@@ -6,14 +6,42 @@ Skipped when ``monailabel`` is not importable.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("monailabel")
+
+def _import_torchvision() -> None:
+    """Import torchvision, working around a CUDA-built torchvision next to a CPU-only torch.
+
+    PyPI's Linux torchvision wheels link against the CUDA build of torch; with the CPU torch of this project's
+    environments (the CPU torchvision wheel is only on download.pytorch.org) its compiled ops do not load and
+    ``import torchvision`` fails with "operator torchvision::nms does not exist" (``_meta_registrations`` registers fake
+    kernels for ``nms``/``qnms`` without checking that the ops exist). MONAI Label imports torchvision at module level
+    but its segmentation inference uses none of those ops, so the two schemas are declared (without kernels) and the
+    import retried. With a matching torch/torchvision pair nothing is changed.
+    """
+    try:
+        import torchvision  # noqa: F401
+    except RuntimeError as e:
+        if "torchvision::nms does not exist" not in str(e):
+            raise
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        for op in ("nms", "qnms"):
+            torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        import torchvision  # noqa: F401
+
+
+if importlib.util.find_spec("monailabel") is None:
+    pytest.skip("monailabel is not installed (run .ci/label_tests.sh)", allow_module_level=True)
+if importlib.util.find_spec("torchvision") is not None:
+    _import_torchvision()
 
 from monailabel.tasks.infer.bundle import BundleInferTask  # noqa: E402
 from PIL import Image  # noqa: E402
