@@ -56,6 +56,15 @@ class AutoencoderKLTrainer(AdversarialTrainer):
             raise ValueError("d_network is set but d_optimizer is None.")
         self.adversarial_warmup_epochs = int(adversarial_warmup_epochs)
 
+    def _complete_state_dict_user_keys(self) -> None:
+        """Keep the engine's ``state_dict`` to epoch and iteration counters.
+
+        ``AdversarialTrainer`` adds its networks, optimizers, scalers and losses to the engine's state dict as whole
+        Python objects: a checkpoint holding the engine could then only be read with ``torch.load(weights_only=False)``
+        and resuming would replace the live networks. The bundle saves those objects' own ``state_dict`` in the
+        checkpoint's ``save_dict`` instead.
+        """
+
     def adversarial_active(self, engine: AdversarialTrainer) -> bool:
         """Whether the adversarial terms are trained in the current epoch (1-based)."""
         return engine.state.d_network is not None and engine.state.epoch > self.adversarial_warmup_epochs
