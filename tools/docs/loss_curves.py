@@ -55,10 +55,15 @@ def describe_run(run_dir: Path) -> str:
     overrides = ", ".join(f"{k}={v}" for k, v in record.get("overrides", {}).items() if k != "progress_bar")
     data = Path(record.get("dataset_dir", "")).name
     minutes = record.get("wall_time_s", 0) / 60
-    return f"pretrain bundle on {data} ({overrides}); {minutes:.0f} min on 2 CPU cores"
+    return f"pretrain bundle on {data} ({overrides}); {minutes:.0f} min on 2 shared CPU cores"
 
 
-def draw(scalars: dict[str, tuple[np.ndarray, np.ndarray]], subtitle: str, iters_per_epoch: int | None):
+def draw(
+    scalars: dict[str, tuple[np.ndarray, np.ndarray]],
+    subtitle: str,
+    iters_per_epoch: int | None,
+    global_candidates: int | None = None,
+):
     has_knn = "knn_balanced_accuracy" in scalars
     fig, axes = plt.subplots(1, 3 if has_knn else 2, figsize=(15 if has_knn else 10.5, 4.2))
     ax = axes[0]
@@ -70,6 +75,17 @@ def draw(scalars: dict[str, tuple[np.ndarray, np.ndarray]], subtitle: str, iters
         steps, values = scalars[tag]
         ax.plot(steps, values, color=colour, alpha=0.25, lw=0.8)
         ax.plot(steps, smooth(values), color=colour, lw=1.8, label=f"{label} ({values[-5:].mean():.2f} at the end)")
+    if global_candidates:
+        ax.axhline(np.log(global_candidates), color=CLASS_COLOURS[1], lw=0.9, ls="--")
+        ax.annotate(
+            f"chance, global: log({global_candidates}) (batch keys + full queue)",
+            (0.02, np.log(global_candidates)),
+            xycoords=("axes fraction", "data"),
+            xytext=(0, 3),
+            textcoords="offset points",
+            fontsize=8,
+            color=CLASS_COLOURS[1],
+        )
     ax.set_xlabel("iteration")
     ax.set_ylabel("InfoNCE loss")
     ax.set_title("losses (faint: per iteration; bold: smoothed)", fontsize=10)
@@ -102,7 +118,7 @@ def draw(scalars: dict[str, tuple[np.ndarray, np.ndarray]], subtitle: str, iters
                     ax.annotate(f"{v:.3f}", (s, v), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
         ax.set_xlabel("epoch (0 = before training)")
         ax.set_title("20-NN classifier on frozen backbone features, val split", fontsize=10)
-        ax.legend(fontsize=8.5, frameon=False, loc="lower right")
+        ax.legend(fontsize=8.5, frameon=False, loc="center right")
         ax.set_xticks(scalars["knn_balanced_accuracy"][0])
     if iters_per_epoch:
         for ax in axes[:2]:
@@ -121,13 +137,16 @@ def main() -> None:
     scalars = read_scalars(args.run_dir)
     if "loss" not in scalars:
         raise SystemExit(f"{args.run_dir}: the event files hold no 'loss' series (tags: {sorted(scalars)}).")
-    iters_per_epoch = None
+    iters_per_epoch, candidates = None, None
     info = args.run_dir / "encoder.json"
     if info.is_file():
         method = json.loads(info.read_text()).get("method", {})
         if method.get("epochs"):
             iters_per_epoch = int(method["iterations"]) // int(method["epochs"])
-    save_figure(draw(scalars, describe_run(args.run_dir), iters_per_epoch), "pretrain_loss", args.out_dir)
+        if method.get("batch_size") and method.get("queue_size") is not None:
+            candidates = int(method["batch_size"]) + int(method["queue_size"])
+    fig = draw(scalars, describe_run(args.run_dir), iters_per_epoch, candidates)
+    save_figure(fig, "pretrain_loss", args.out_dir)
 
 
 if __name__ == "__main__":
