@@ -79,7 +79,8 @@ def test_mirrored_links_are_rewritten():
     mirror = hooks._Mirror("bundles/pretrain/docs/README.md", "bundles/pretrain.md", assets)
     text = (
         "See [the config](../configs/train.json), [data](../../../monai_dclcstp/data/README.md), "
-        "[home](../../../README.md), [web](https://monai.io), [gone](../configs/missing.json).\n"
+        "[home](../../../README.md), [web](https://monai.io), [gone](../configs/missing.json), "
+        "![arch](../../../docs/img/architecture.png).\n"
         "```\n[not a link](../configs/train.json)\n```\n"
     )
     out = mirror.convert(text)
@@ -87,6 +88,7 @@ def test_mirrored_links_are_rewritten():
     assert "[data](../data-formats.md)" in out
     assert "[home](../index.md)" in out
     assert "[web](https://monai.io)" in out
+    assert "![arch](../img/architecture.png)" in out
     assert "[gone](../configs/missing.json)" in out  # left alone: --strict reports it
     assert "[not a link](../configs/train.json)" in out  # code blocks untouched
     assert assets == {"bundles/pretrain/configs/train.json"}

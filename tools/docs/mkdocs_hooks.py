@@ -79,7 +79,7 @@ def page_for_repo_file(rel: str) -> str | None:
     parts = rel.split("/")
     if len(parts) == 4 and parts[0] == "bundles" and parts[2:] == ["docs", "README.md"]:
         return f"bundles/{parts[1]}.md" if bundle_readme(parts[1]).is_file() else None
-    if parts[0] == "docs" and rel.endswith(".md"):
+    if parts[0] == "docs" and len(parts) > 1:  # a page or an image of the site itself
         return "/".join(parts[1:])
     return None
 
