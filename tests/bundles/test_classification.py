@@ -322,3 +322,26 @@ def test_metadata_verifies(tmp_path):
         device="cpu",
         **{"output_dir": str(tmp_path)},
     )
+
+
+def test_ckpt_export_traced_matches_eager(trained):
+    """TorchScript export (traced: MONAI's ResNet blocks are not scriptable) gives the eager model's outputs."""
+    from monai.bundle import ckpt_export
+
+    out, wf = trained
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(out / "model.ts"),
+        ckpt_file=str(out / "model.pt"),
+        meta_file=str(CONFIGS / "metadata.json"),
+        config_file=str(CONFIGS / "inference.json"),
+        use_trace=True,
+        input_shape=[1, 1, 32, 32],
+        output_dir=str(out),
+    )
+    scripted = torch.jit.load(str(out / "model.ts"))
+    eager = EncoderClassifier(2, backbone="resnet10").eval()
+    eager.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    x = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), eager(x), rtol=1e-4, atol=1e-5)
