@@ -53,6 +53,7 @@ TINY_DIFFUSION = {
     "diffusion_kwargs#norm_num_groups": 8,
     "preview_steps": 2,
     "preview_images": 4,
+    "classifier_free_guidance": True,
 }
 #: the pretraining bundle's tiny settings (as in tests/bundles/test_pretrain.py)
 TINY_PRETRAIN = {
@@ -185,7 +186,8 @@ def test_diffusion_trains_on_latents_with_stored_scale_factor(trained):
     assert output["image"].shape == (4, 3, 4, 4)  # latents of 16 px images, not images
     assert output["pred"].shape == output["label"].shape == (4, 3, 4, 4)
     info = read_model_info(out / "diffusion.pt")
-    assert info["network"] == "ClassConditionalDiffusionUNet" and info["kwargs"]["num_class_embeds"] == 2
+    assert info["network"] == "ClassConditionalDiffusionUNet" and info["kwargs"]["num_class_embeds"] == 3
+    assert info["null_class_label"] == 2  # classifier-free guidance: the extra "no class" embedding
     assert (
         info["num_classes"] == 2 and info["classes"] == ["normal", "pneumonia"] and info["class_frequencies"] == [4, 4]
     )
@@ -284,6 +286,7 @@ def test_sample_balance_rule_and_cli(trained, tmp_path):
         "--class_weights", "balance",
         "--scheduler", "ddim",
         "--num_inference_steps", "2",
+        "--guidance_scale", "2.0",
         "--device", "cpu",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -291,10 +294,12 @@ def test_sample_balance_rule_and_cli(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     datalist = json.loads((synthetic / "datalist.json").read_text())
     _check_synthetic(synthetic, datalist, {0: 3, 1: 2}, IMAGE_SIZE)  # real 4/4: ties go to the lower class first
+    assert datalist["generation"]["guidance_scale"] == 2.0 and datalist["generation"]["scheduler"] == "DDIMScheduler"
     assert "wrote 5 images" in proc.stdout + proc.stderr
-    # a second run into the same folder refuses to overwrite
-    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
-    assert again.returncode != 0 and "already exist" in again.stdout + again.stderr
+    # a second run into the same folder refuses to overwrite (before sampling)
+    with pytest.raises(Exception) as err:
+        run_workflow("sample.json", workflow_type=None, output_dir=str(trained["out"]), synthetic_dir=str(synthetic))
+    assert "already exist" in "".join(str(e) for e in _chain(err.value))
 
 
 def test_sample_from_old_monai_generative_checkpoints(trained, tmp_path):
@@ -358,7 +363,8 @@ def _chain(e: BaseException):
 
 @pytest.mark.parametrize("spatial_dims", [3])
 def test_3d_pipeline_writes_nifti(tmp_path, spatial_dims):
-    """A 3D datalist (NIfTI volumes) through the three configs, unconditional (no labels), 1 iteration each."""
+    """A 3D datalist (NIfTI volumes) through the three configs, unconditional (no labels), without the
+    discriminator, 2 iterations each."""
     import nibabel as nib
 
     rng = np.random.default_rng(0)
@@ -379,9 +385,11 @@ def test_3d_pipeline_writes_nifti(tmp_path, spatial_dims):
         "batch_size": 2,
         "autoencoder_kwargs#channels": [8, 8],
         "autoencoder_kwargs#attention_levels": [False, False],
-        "discriminator_kwargs#num_layers_d": 1,
+        "adversarial": "false",  # as typed on the command line
     }
-    run_workflow("train_autoencoder.json", **common, **ae)
+    ae_wf = run_workflow("train_autoencoder.json", **common, **ae)
+    assert ae_wf.parser.get_parsed_content("discriminator") is None
+    assert "discriminator" not in torch.load(out / "autoencoder" / "checkpoint_final.pt", weights_only=True)
     dm = {**TINY_DIFFUSION, "batch_size": 2, "diffusion_kwargs#attention_levels": [False, False]}
     wf = run_workflow("train_diffusion.json", **common, **dm)
     assert wf.parser.get_parsed_content("num_classes") == 0
