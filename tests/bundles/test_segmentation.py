@@ -23,7 +23,7 @@ from PIL import Image
 
 from monai_dclcstp.data import DatalistError, load_datalist, write_datalist
 from monai_dclcstp.networks import MultiScaleResNet, PretrainedEncoderUNet
-from monai_dclcstp.utils import EncoderMismatchError, export_encoder
+from monai_dclcstp.utils import EncoderMismatchError, export_encoder, intensity_description
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "segmentation" / "configs"
@@ -31,6 +31,15 @@ SHARED = REPO / ".." / "shared" / "data"
 
 #: overrides that keep every run to seconds on CPU
 TINY = {"image_size": 32, "batch_size": 4, "max_epochs": 1, "num_workers": 0, "progress_bar": False, "amp": False}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is as fast and does not stall when the CPU is shared; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _run(files: list[str], workflow_type: str = "train", **overrides) -> ConfigWorkflow:
@@ -184,7 +193,7 @@ def _export(path: Path, backbone="resnet18", spatial_dims=2, in_channels=3) -> P
         in_channels=in_channels,
         feature_channels=enc.feature_channels,
         image_size=64,
-        intensity={"scale": [0, 255, -1, 1]},
+        intensity=intensity_description("window", a_min=0, a_max=255, output_range=[-1, 1]),
         method={"name": "dcl-cstp"},
     )
     return pt
@@ -200,7 +209,8 @@ def test_pretrained_encoder_initialises_the_bundle_network(tmp_path):
     exported = torch.load(pt, weights_only=True)
     assert all(torch.equal(net.encoder.state_dict()[k], v) for k, v in exported.items())
     assert not torch.equal(net.encoder.conv1.weight, random_net.encoder.conv1.weight)
-    assert parser.get_parsed_content("intensity") == {"scale": [0, 255, -1, 1]}  # preprocessing follows the encoder
+    intensity = parser.get_parsed_content("intensity")  # preprocessing follows the encoder
+    assert intensity["mode"] == "window" and intensity["output_range"] == [-1.0, 1.0]
 
 
 def test_wrong_architecture_encoder_fails_clearly(tmp_path):
@@ -257,7 +267,7 @@ def test_3d_train_and_inference_keep_the_affine(tmp_path):
     items = _volume_pairs(data, 6, affine)
     (data / "datalist.json").write_text(json.dumps({"training": items[:4], "validation": items[4:]}))
     out = tmp_path / "model"
-    volume = {"spatial_dims": 3, "in_channels": 1, "default_intensity": {"scale": [0, 1, 0, 1]}}
+    volume = {"spatial_dims": 3, "in_channels": 1, "default_intensity": {"mode": "window", "a_min": 0, "a_max": 1}}
     _run(
         ["train.json"],
         output_dir=str(out),
@@ -307,7 +317,7 @@ def test_cli_train_on_a_dataset_folder(tmp_path):
     cmd += ["--dataset_dir", str(SHARED / "kvasir-seg-sample"), "--output_dir", str(tmp_path)]
     for k, v in TINY.items():
         cmd += [f"--{k}", str(v)]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / "model.pt").is_file()

@@ -26,6 +26,15 @@ from monai_dclcstp.transforms.segmentation import (
 from monai_dclcstp.utils import EncoderMismatchError, export_encoder
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is as fast and does not stall when the CPU is shared; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _export(tmp_path: Path, backbone="resnet18", spatial_dims=2, in_channels=3, seed=1) -> Path:
     torch.manual_seed(seed)
     enc = MultiScaleResNet(backbone, spatial_dims, in_channels)
@@ -37,7 +46,7 @@ def _export(tmp_path: Path, backbone="resnet18", spatial_dims=2, in_channels=3, 
         in_channels=in_channels,
         feature_channels=enc.feature_channels,
         image_size=32,
-        intensity={"scale": [0, 255, 0, 1]},
+        intensity={"mode": "auto"},
         method={"name": "dcl-cstp"},
     )
     return pt
