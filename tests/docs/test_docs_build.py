@@ -94,6 +94,15 @@ def test_mirrored_links_are_rewritten():
     assert assets == {"bundles/pretrain/configs/train.json"}
 
 
+def test_architecture_figure_matches_the_pretrain_bundle():
+    """docs/img/architecture.png shows the bundle's current network; regenerate it when the defaults change."""
+    import json
+
+    recorded = json.loads((REPO_ROOT / "docs" / "img" / "architecture.json").read_text())
+    current = json.loads(json.dumps(_load("architecture").collect(REPO_ROOT / "bundles/pretrain/configs/train.json")))
+    assert current == recorded, "the pretrain bundle changed: run python tools/docs/architecture.py"
+
+
 def test_tsne_separates_clusters():
     tsne = _load("tsne")
     rng = np.random.default_rng(0)

@@ -13,6 +13,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def collect(config_file: Path) -> dict[str, Any]:
         "queue_size": loss.global_loss.queue_size,
         "pos_threshold": loss.local_loss.pos_threshold,
         "momentum_start": float(parser.get_parsed_content("momentum_start")),
-        "params_m": sum(p.numel() for p in enc.parameters()) / 1e6,
+        "params_m": round(sum(p.numel() for p in enc.parameters()) / 1e6, 1),
         "loss_keys": sorted(losses),
     }
 
@@ -324,7 +325,9 @@ def main() -> None:
     parser.add_argument("--out_dir", type=Path, default=None)
     args = parser.parse_args()
     info = collect(args.config_file)
-    save_figure(draw(info), "architecture", args.out_dir)
+    path = save_figure(draw(info), "architecture", args.out_dir)
+    # what the figure shows, so that tests/docs can tell when the bundle defaults change and the figure is stale
+    path.with_suffix(".json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":
