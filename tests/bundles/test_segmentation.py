@@ -267,7 +267,8 @@ def test_3d_train_and_inference_keep_the_affine(tmp_path):
     items = _volume_pairs(data, 6, affine)
     (data / "datalist.json").write_text(json.dumps({"training": items[:4], "validation": items[4:]}))
     out = tmp_path / "model"
-    volume = {"spatial_dims": 3, "in_channels": 1, "default_intensity": {"mode": "window", "a_min": 0, "a_max": 1}}
+    volume = {"spatial_dims": 3, "in_channels": 1, "backbone": "resnet10"}
+    volume["default_intensity"] = {"mode": "window", "a_min": 0, "a_max": 1}
     _run(
         ["train.json"],
         output_dir=str(out),
