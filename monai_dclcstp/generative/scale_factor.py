@@ -17,6 +17,17 @@ __all__ = ["LatentScaleFactor"]
 logger = logging.getLogger(__name__)
 
 
+def _from_rank0(value: float, device: torch.device) -> float:
+    """``value`` of rank 0 on every rank (a collective: all ranks call it), or ``value`` in a single process."""
+    import torch.distributed as tdist
+
+    if not (tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1):
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    tdist.broadcast(t, src=0)
+    return float(t.item())
+
+
 class LatentScaleFactor:
     """``1 / std(z)`` of the frozen autoencoder's latents, estimated on first use and saved with the checkpoints.
 
@@ -62,10 +73,13 @@ class LatentScaleFactor:
 
     @property
     def value(self) -> float:
-        """The scale factor (estimated on first access)."""
+        """The scale factor (estimated on first access; under ``torch.distributed`` rank 0's estimate is used)."""
         if self._value is None:
             est = compute_scale_factor(self.autoencoder, self.data, self.num_batches, image_key=self.image_key)
-            self._set(est, f"estimated on {self.num_batches} batch(es) of the training data")
+            self._set(
+                _from_rank0(est, next(self.autoencoder.parameters()).device),
+                f"estimated on {self.num_batches} batch(es) of the training data",
+            )
         return self._value  # type: ignore[return-value]
 
     @property
