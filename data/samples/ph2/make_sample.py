@@ -52,7 +52,9 @@ def main(src: str, dst: str | None = None) -> None:
             size = _size(*image.size)
             image.resize(size, Image.Resampling.LANCZOS).save(out / "images" / f"{name}.jpg", quality=95)
             mask = Image.open(src_dir / "masks" / f"{name}_lesion.png").convert("L").resize(size, Image.Resampling.BOX)
-            Image.fromarray(((np.asarray(mask) > 127) * 255).astype(np.uint8)).save(out / "masks" / f"{name}_lesion.png")
+            Image.fromarray(((np.asarray(mask) > 127) * 255).astype(np.uint8)).save(
+                out / "masks" / f"{name}_lesion.png"
+            )
             item = {"image": f"images/{name}.jpg", "label": f"masks/{name}_lesion.png", "source": "ph2", "diagnosis": d}
             datalist["validation" if name in val else "training"].append(item)
     for split in ("training", "validation"):
