@@ -226,7 +226,7 @@ def test_class_weighting_modes(pneumonia_subset, tmp_path):
 
 
 def test_resume_continues_and_keeps_best_model(pneumonia_subset, tmp_path):
-    over = {"datalist": str(pneumonia_subset), "output_dir": str(tmp_path), **FAST}
+    over = {"datalist": str(pneumonia_subset), "output_dir": str(tmp_path), "train_fraction": 0.5, **FAST}
     _run("train.json", **over)
     saved = torch.load(tmp_path / "checkpoint_epoch=1.pt", weights_only=True)
     assert saved["best_model"]["_saved"]  # the best score travels with the trainer checkpoint
@@ -264,6 +264,7 @@ def test_multiclass_rgb_class_folders(tmp_path):
     assert rows[0][-5:] == ["prob_a", "prob_b", "prob_c", "predicted", "predicted_class"] and len(rows) == 16
 
 
+@pytest.mark.slow
 def test_3d_volumes(tmp_path):
     import nibabel as nib
 
