@@ -8,8 +8,9 @@ What it does:
 1. Trains the bundle for real, through its own configs (``bundles/ldm/configs/train_autoencoder.json`` then
    ``train_diffusion.json``, run with ``ConfigWorkflow``), on the PneumoniaMNIST train split
    (``../shared/data/pneumoniamnist/pneumoniamnist_trainval.npz``, 3882 images, 28 px resized to 32 px; class-
-   conditional, as the bundle defaults to when the data have labels). ``--reuse`` skips training when
-   ``<work-dir>/models/diffusion.pt`` exists.
+   conditional, as the bundle defaults to when the data have labels; the diffusion weights are the bundle's EMA).
+   ``--reuse`` skips each stage whose exported model (``<work-dir>/full/models/{autoencoder,diffusion}.pt``) exists;
+   training times are kept in ``<work-dir>/full/training_times.json``.
 2. Samples ``--num-samples`` images with each scheduler from the **same** initial noise and class labels (class
    proportions of the held-out val split), on the same model: DDPM 1000 steps, DDIM 50, DPM-Solver++ 20, and for
    context DDIM 10 and DPM-Solver++ 10. Per-image CPU time (this process, ``--threads`` torch threads) and wall time
@@ -42,6 +43,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -81,9 +83,9 @@ QUICK_SCHEDULERS = [("DDPM", "ddpm", 40), ("DDIM", "ddim", 5), ("DPM-Solver++", 
 def parse_args():
     p = common.base_parser(__doc__.split("\n")[0])
     p.add_argument("--work-dir", type=Path, default=common.RESULTS_DIR / "raw" / "ldm", help="models and data cache")
-    p.add_argument("--reuse", action="store_true", help="reuse the trained models in --work-dir if present")
+    p.add_argument("--reuse", action="store_true", help="skip the training stages whose models exist in --work-dir")
     p.add_argument("--ae-epochs", type=int, default=4)
-    p.add_argument("--diffusion-epochs", type=int, default=30)
+    p.add_argument("--diffusion-epochs", type=int, default=40)
     p.add_argument("--diffusion-lr", type=float, default=2e-4)
     p.add_argument("--batch-size", type=int, default=64, help="training batch size")
     p.add_argument("--num-samples", type=int, default=512, help="images per scheduler for the quality figures")
@@ -138,8 +140,12 @@ def train_bundle(args, models: Path, dataset: Path, log) -> dict[str, float]:
                 "preview_steps": 2,
             }
         )
-    seconds = {}
+    times_file = models.parent / "training_times.json"
+    seconds = json.loads(times_file.read_text()) if times_file.is_file() else {}
     for stage, (config, overrides) in stages.items():
+        if args.reuse and (models / f"{stage}.pt").is_file() and f"{stage}_cpu_s" in seconds:
+            log(f"reusing the trained {stage} in {models}")
+            continue
         log(f"training the {stage} ({config}) ...")
         t0, c0 = time.perf_counter(), time.process_time()
         wf = ConfigWorkflow(
@@ -156,6 +162,9 @@ def train_bundle(args, models: Path, dataset: Path, log) -> dict[str, float]:
         seconds[f"{stage}_wall_s"] = time.perf_counter() - t0
         seconds[f"{stage}_cpu_s"] = time.process_time() - c0
         log(f"{stage}: {seconds[f'{stage}_wall_s']:.0f} s wall, {seconds[f'{stage}_cpu_s']:.0f} s CPU")
+        seconds[f"{stage}_overrides"] = {k: v for k, v in overrides.items()}
+        times_file.parent.mkdir(parents=True, exist_ok=True)
+        times_file.write_text(json.dumps(seconds, indent=2))
     return seconds
 
 
@@ -298,12 +307,7 @@ def main() -> None:
         raise SystemExit(f"data not found: {dataset}")
     machine = common.machine_info(args.device)
 
-    training: dict[str, Any] = {"reused": False}
-    if args.reuse and (models / "diffusion.pt").is_file():
-        training["reused"] = True
-        log(f"reusing the trained models in {models}")
-    else:
-        training.update(train_bundle(args, models, Path(dataset), log))
+    training: dict[str, Any] = train_bundle(args, models, Path(dataset), log)
     ae, unet, info = load_models(models, device)
     training["diffusion"] = {k: info.get(k) for k in ("epochs_trained", "iterations_trained", "num_training_items")}
     training["scale_factor"] = info["scale_factor"]

@@ -30,6 +30,9 @@ _EXPORTS = {
     "infer_num_classes": "conditional",
     "label_counts": "conditional",
     "LatentScaleFactor": "scale_factor",
+    "ema_avg_fn": "ema",
+    "build_ema": "ema",
+    "ModelEMAUpdater": "ema",
     # autoencoder training
     "kl_divergence": "autoencoder_loss",
     "AutoencoderKLLoss": "autoencoder_loss",
@@ -74,6 +77,7 @@ if TYPE_CHECKING:
     from .autoencoder_trainer import AutoencoderKLTrainer
     from .conditional import class_counts, class_sampling_plan, infer_num_classes, label_counts, resolve_class_counts
     from .conditional_unet import ClassConditionalDiffusionUNet
+    from .ema import ModelEMAUpdater, build_ema, ema_avg_fn
     from .export_handler import GenerativeModelExport
     from .image_grid import TensorBoardImageGrid, image_grid
     from .latent import compute_scale_factor, decode_latents, encode_latents, latent_shape

@@ -193,6 +193,11 @@ def test_diffusion_trains_on_latents_with_stored_scale_factor(trained):
     )
     assert info["latent_shape"] == [3, 4, 4] and info["noise_schedule"]["num_train_timesteps"] == 1000
     ckpt = torch.load(out / "diffusion" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
+    # the exported weights are the EMA of the training weights (2 updates: differs from the last step)
+    assert info["weights"] == "ema (decay 0.999)" and int(ckpt["ema"]["n_averaged"]) == 2
+    exported = torch.load(out / "diffusion.pt", map_location="cpu", weights_only=True)
+    assert all(torch.equal(exported[k], ckpt["ema"]["module." + k]) for k in exported)
+    assert not all(torch.equal(exported[k], ckpt["network"][k]) for k in exported)
     stored = float(ckpt["scale_factor"]["scale_factor"])
     assert stored == pytest.approx(trained["scale_factor"]) and info["scale_factor"] == pytest.approx(stored)
     assert 0 < stored < 100
@@ -216,6 +221,7 @@ def test_diffusion_resume_restores_scale_factor_and_epoch(trained, tmp_path):
     sf = wf.parser.get_parsed_content("scale_factor")
     assert isinstance(sf, LatentScaleFactor)
     assert float(sf) == trained["scale_factor"]  # restored exactly, not re-estimated from posterior samples
+    assert int(wf.parser.get_parsed_content("ema").n_averaged) == 4  # the EMA was restored and updated on
     assert read_model_info(out / "diffusion.pt")["epochs_trained"] == 2
 
 

@@ -28,9 +28,11 @@ from monai_dclcstp.generative import (
     GenerativeModelExport,
     LatentDiffusionPrepareBatch,
     LatentScaleFactor,
+    ModelEMAUpdater,
     PatchDiscriminatorLoss,
     PatchGeneratorLoss,
     build_diffusion_unet,
+    build_ema,
     build_network,
     build_perceptual_loss,
     build_scheduler,
@@ -430,3 +432,24 @@ def test_conditional_unet_factory():
     assert isinstance(net, ClassConditionalDiffusionUNet) and net.num_class_embeds == 3
     with pytest.raises(ValueError, match="num_classes"):
         build_diffusion_unet(2, num_class_embeds=2)
+
+
+def test_ema_warmup_average_and_updater():
+    from ignite.engine import Engine
+
+    net = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    ema = build_ema(net, decay=0.9)
+    assert build_ema(net, decay=None) is None and not any(p.requires_grad for p in ema.parameters())
+    engine = Engine(lambda e, b: None)
+    ModelEMAUpdater(ema, net).attach(engine)
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: net.weight.data.add_(1.0))  # after the update
+    engine.run([0] * 3, max_epochs=1)
+    # updates see weights 1, 2, 3: copy 1; d = min(0.9, 2/11): 1 + (2 - 1) * 9/11; d = min(0.9, 3/12): ... * 0.75
+    first = 1 + 9 / 11
+    assert ema.module.weight[0, 0].item() == pytest.approx(first + (3 - first) * 0.75)
+    assert int(ema.n_averaged) == 3
+    ModelEMAUpdater(None, net).attach(Engine(lambda e, b: None))  # EMA off: nothing attached, no error
+    with pytest.raises(ValueError, match="decay"):
+        build_ema(net, decay=1.5)
