@@ -48,6 +48,19 @@ def _join(x: torch.Tensor, meta: dict, like: NdarrayOrTensor | None = None) -> t
     return MetaTensor(x, meta=meta)
 
 
+def _compose_affine(meta: dict, diag: Sequence[float], offset: Sequence[float]) -> None:
+    """Update ``meta["affine"]`` for a view whose voxel ``j`` lies at input voxel ``diag * j + offset`` (per axis)."""
+    if "affine" not in meta:
+        return
+    affine = torch.as_tensor(meta["affine"], dtype=torch.float64)
+    r = affine.shape[0] - 1
+    t = torch.eye(r + 1, dtype=torch.float64)
+    for i, (d, o) in enumerate(zip(diag, offset)):
+        if i < r:
+            t[i, i], t[i, r] = float(d), float(o)
+    meta["affine"] = affine @ t
+
+
 def get_view_geometry(img: NdarrayOrTensor) -> torch.Tensor:
     """The view geometry ``(3, N_dims)`` recorded on ``img``, or that of the whole, unflipped image."""
     meta = img.meta if isinstance(img, MetaTensor) else {}
@@ -62,13 +75,14 @@ class RandViewResizedCrop(Randomizable, Transform):
 
     A box covering a fraction ``scale`` of the image area/volume, with per-axis aspect jitter bounded by ``ratio``, is
     cut at a random position and resized to ``spatial_size`` (bilinear with anti-aliasing in 2D, trilinear in 3D).
-    The box is recorded in the view geometry; it must be the first geometric transform applied to the image.
+    The box is recorded in the view geometry (composed with an existing one) and the ``affine`` is updated.
 
     Args:
         spatial_size: output size, an int for every axis or one per axis.
         scale: range of the box's area (volume) fraction.
         ratio: range of the box's aspect ratio between any two axes, relative to the image's.
         max_attempts: draws before falling back to the whole image.
+        mode: ``"linear"`` (bilinear/trilinear, anti-aliased in 2D) or ``"nearest"`` (for label maps and masks).
     """
 
     def __init__(
@@ -77,7 +91,11 @@ class RandViewResizedCrop(Randomizable, Transform):
         scale: Sequence[float] = (0.2, 1.0),
         ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
         max_attempts: int = 10,
+        mode: str = "linear",
     ) -> None:
+        if mode not in ("linear", "nearest"):
+            raise ValueError(f"mode must be 'linear' or 'nearest', got {mode!r}.")
+        self.mode = mode
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {tuple(scale)}.")
         if not 0 < ratio[0] <= ratio[1]:
@@ -103,8 +121,8 @@ class RandViewResizedCrop(Randomizable, Transform):
         self._size = side.astype(np.int64)
         self._start = np.array([self.R.randint(0, int(s) - int(c) + 1) for s, c in zip(shape, self._size)])
 
-    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> MetaTensor:
-        """``(C, *spatial)`` → ``(C, *spatial_size)`` with the crop box recorded."""
+    def __call__(self, img: NdarrayOrTensor, randomize: bool = True, mode: str | None = None) -> MetaTensor:
+        """``(C, *spatial)`` → ``(C, *spatial_size)`` with the crop box recorded (``mode`` overrides ``self.mode``)."""
         x, meta = _split(img)
         nd = x.ndim - 1
         if nd not in (2, 3):
@@ -116,8 +134,13 @@ class RandViewResizedCrop(Randomizable, Transform):
         out_size = ensure_tuple_rep(self.spatial_size, nd)
         crop = x[(slice(None), *slices)][None]
         if tuple(crop.shape[2:]) != tuple(out_size):
-            mode = "bilinear" if nd == 2 else "trilinear"
-            crop = F.interpolate(crop, size=out_size, mode=mode, align_corners=False, antialias=nd == 2)
+            if (mode or self.mode) == "nearest":
+                crop = F.interpolate(crop, size=out_size, mode="nearest-exact")
+            else:
+                interp = "bilinear" if nd == 2 else "trilinear"
+                crop = F.interpolate(crop, size=out_size, mode=interp, align_corners=False, antialias=nd == 2)
+        step = [float(c) / o for c, o in zip(self._size, out_size)]
+        _compose_affine(meta, step, [float(a) + 0.5 * st - 0.5 for a, st in zip(self._start, step)])
         parent = get_view_geometry(img)
         scale = parent[1] / torch.as_tensor(x.shape[1:], dtype=torch.float32)
         geometry = torch.stack(
@@ -161,6 +184,12 @@ class RandViewFlip(RandomizableTransform):
         dims = [i + 1 for i in np.flatnonzero(self._flips)]
         if dims:
             x = torch.flip(x, dims)
+            n = x.shape[1:]
+            _compose_affine(
+                meta,
+                [-1.0 if f else 1.0 for f in self._flips],
+                [float(n[i] - 1) if f else 0.0 for i, f in enumerate(self._flips)],
+            )
             geometry[2] = torch.logical_xor(geometry[2] > 0.5, torch.as_tensor(self._flips)).float()
         meta[GEOMETRY_META_KEY] = geometry
         return _join(x, meta)
@@ -208,7 +237,7 @@ class RandIntensityJitter(RandomizableTransform):
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> torch.Tensor:
         """``(C, *spatial)`` in ``[0, 1]`` → same shape, jittered, in ``[0, 1]``."""
-        if randomize:
+        if randomize or not self._factors:
             self.randomize()
         x, meta = _split(img)
         if not self._do_transform:
@@ -231,7 +260,8 @@ class RandIntensityJitter(RandomizableTransform):
 class RandShotNoise(RandomizableTransform):
     """Poisson (shot) noise ``x' = Poisson(x * peak) / peak`` with ``peak ~ U(peak_range)`` photons at intensity 1.
 
-    The noise model of low-dose X-ray and CT acquisition (a lower ``peak`` is noisier). Intensities in ``[0, 1]``.
+    The noise model of low-dose X-ray and CT acquisition (a lower ``peak`` is noisier). Intensities in ``[0, 1]``;
+    the result is not clipped (clipping would bias the mean of bright pixels), so it can slightly exceed 1.
 
     Args:
         prob: probability of adding noise.
@@ -258,7 +288,7 @@ class RandShotNoise(RandomizableTransform):
         x, meta = _split(img)
         if self._do_transform:
             gen = torch.Generator(device=x.device).manual_seed(self._seed)
-            x = torch.poisson(x.clamp_min(0.0) * self._peak, generator=gen) / self._peak
+            x = (torch.poisson(x.clamp_min(0.0) * self._peak, generator=gen) / self._peak)
         return _join(x, meta, like=img)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable, RandomizableTransform
-from monai.utils import MAX_SEED
+from monai.utils import MAX_SEED, ensure_tuple_rep
 
 from .array import RandIntensityJitter, RandShotNoise, RandViewFlip, RandViewResizedCrop, TwoViewAugment
 
@@ -108,9 +108,35 @@ class _RandWrapperd(RandomizableTransform, MapTransform):
 
 
 class RandViewResizedCropd(_RandWrapperd):
-    """Dictionary wrapper of :class:`RandViewResizedCrop` (the same box for every key, e.g. image and mask)."""
+    """Dictionary wrapper of :class:`RandViewResizedCrop` (the same box for every key, e.g. image and mask).
+
+    Args:
+        keys: keys to crop.
+        mode: interpolation per key (``"linear"`` or ``"nearest"``; one value for all keys or one per key), e.g.
+            ``("linear", "nearest")`` for an image and its mask.
+        allow_missing_keys: don't raise when a key is missing.
+        kwargs: other parameters of :class:`RandViewResizedCrop`.
+    """
 
     array_class = RandViewResizedCrop
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        mode: str | Sequence[str] = "linear",
+        allow_missing_keys: bool = False,
+        **kwargs,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys, **kwargs)
+        self.modes = ensure_tuple_rep(mode, len(self.keys))
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        first = True
+        for key, mode in self.key_iterator(d, self.modes):
+            d[key] = self.inner(d[key], randomize=first, mode=mode)
+            first = False
+        return d
 
 
 class RandViewFlipd(_RandWrapperd):

@@ -14,7 +14,9 @@ from monai_dclcstp.transforms import (
     GEOMETRY_META_KEY,
     RandIntensityJitterd,
     RandShotNoised,
+    RandViewFlip,
     RandViewFlipd,
+    RandViewResizedCrop,
     RandViewResizedCropd,
     TwoViewAugment,
     TwoViewAugmentD,
@@ -147,3 +149,19 @@ def test_dict_wrapper_missing_keys():
     assert out["image"].shape == (1, 8, 8) and "mask" not in out
     with pytest.raises(KeyError):
         RandViewResizedCropd(keys=["image", "mask"], spatial_size=8)({"image": _image()})
+
+
+def test_crop_modes_per_key_keep_masks_binary_and_update_affine():
+    d = RandViewResizedCropd(keys=["image", "mask"], mode=("linear", "nearest"), spatial_size=7).set_random_state(1)
+    out = d({"image": torch.rand(1, 20, 20), "mask": (torch.rand(1, 20, 20) > 0.5).float()})
+    assert set(out["mask"].unique().tolist()) <= {0.0, 1.0}
+    assert len(out["image"].unique()) > 2
+    # view voxel j sits at input voxel start + (j + 0.5) * size / out - 0.5, then the input affine applies
+    img = MetaTensor(torch.rand(1, 10, 10), affine=torch.diag(torch.tensor([2.0, 3.0, 1.0, 1.0])))
+    crop = RandViewResizedCrop(5, scale=(0.25, 0.25), ratio=(1, 1)).set_random_state(0)
+    view = crop(img)
+    start = [float(s) for s in crop._start]
+    assert torch.allclose(view.affine[:2, 3].float(), torch.tensor([2.0 * start[0], 3.0 * start[1]]))
+    flipped = RandViewFlip(prob=1.0).set_random_state(0)(view)
+    assert torch.allclose(flipped.affine[:2, 3].float(), torch.tensor([2.0 * (start[0] + 4), 3.0 * (start[1] + 4)]))
+    assert torch.allclose(flipped.affine[:2, :2].float(), -view.affine[:2, :2].float())

@@ -56,7 +56,8 @@ class CrossScaleTokenProjection(nn.Module):
         num_layers: transformer blocks mixing the tokens (0 = no mixing: projection + embeddings only).
         num_heads: attention heads; ``embed_dim`` must be divisible by it.
         mlp_ratio: hidden width of the blocks' feed-forward layers, relative to ``embed_dim``.
-        grid_scale: index of the scale whose spatial size is the common grid.
+        grid_scale: index of the scale whose spatial size is the common grid (default: the middle scale, C4 of
+            C3–C5, or the only one).
         attention: ``"softmax"`` (exact attention) or ``"linear"`` (ReLU linear attention, for large 3D grids).
         dropout_rate: dropout inside the transformer blocks.
     """
@@ -69,7 +70,7 @@ class CrossScaleTokenProjection(nn.Module):
         num_layers: int = 2,
         num_heads: int = 8,
         mlp_ratio: float = 2.0,
-        grid_scale: int = 1,
+        grid_scale: int | None = None,
         attention: str = "softmax",
         dropout_rate: float = 0.0,
     ) -> None:
@@ -78,6 +79,8 @@ class CrossScaleTokenProjection(nn.Module):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
         if len(in_channels) < 1:
             raise ValueError("in_channels must list at least one scale.")
+        if grid_scale is None:
+            grid_scale = len(in_channels) // 2
         if not -len(in_channels) <= grid_scale < len(in_channels):
             raise ValueError(f"grid_scale {grid_scale} is out of range for {len(in_channels)} scales.")
         if embed_dim % num_heads != 0:
