@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import PRETRAIN_BUNDLE, save_figure
+from docs_common import PRETRAIN_BUNDLE, save_figure
 from matplotlib import patches
 from matplotlib import pyplot as plt
 from monai.bundle import ConfigParser

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import CLASS_COLOURS, DEFAULT_RUN_DIR, PRETRAIN_BUNDLE, save_figure
+from docs_common import CLASS_COLOURS, DEFAULT_RUN_DIR, PRETRAIN_BUNDLE, save_figure
 from matplotlib import pyplot as plt
 from monai.bundle import ConfigParser
 from monai.utils import set_determinism

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import CLASS_COLOURS, DEFAULT_RUN_DIR, save_figure
+from docs_common import CLASS_COLOURS, DEFAULT_RUN_DIR, save_figure
 from matplotlib import pyplot as plt
 
 

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import DEFAULT_RUN_DIR, PNEUMONIAMNIST_NPZ, PRETRAIN_BUNDLE, REPO_ROOT
+from docs_common import DEFAULT_RUN_DIR, PNEUMONIAMNIST_NPZ, PRETRAIN_BUNDLE, REPO_ROOT
 
 #: settings of the documented run (docs/pretraining-run.md); everything else is the bundle default. ``lr`` and
 #: ``knn_features`` were the defaults when the committed figures were made and are pinned to reproduce them.

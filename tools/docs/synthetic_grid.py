@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import save_figure
+from docs_common import save_figure
 from matplotlib import pyplot as plt
 from monai.transforms import LoadImage
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import REPO_ROOT, save_figure
+from docs_common import REPO_ROOT, save_figure
 from matplotlib import patches
 from matplotlib import pyplot as plt
 from PIL import Image
