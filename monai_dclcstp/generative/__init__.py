@@ -30,6 +30,8 @@ _EXPORTS = {
     "infer_num_classes": "conditional",
     "label_counts": "conditional",
     "LatentScaleFactor": "scale_factor",
+    "LatentClippedModel": "latent_clipping",
+    "clip_bounds": "latent_clipping",
     "ema_avg_fn": "ema",
     "build_ema": "ema",
     "ModelEMAUpdater": "ema",
@@ -81,6 +83,7 @@ if TYPE_CHECKING:
     from .export_handler import GenerativeModelExport
     from .image_grid import TensorBoardImageGrid, image_grid
     from .latent import compute_scale_factor, decode_latents, encode_latents, latent_shape
+    from .latent_clipping import LatentClippedModel, clip_bounds
     from .model_io import (
         NETWORKS,
         build_diffusion_unet,

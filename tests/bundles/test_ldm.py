@@ -192,6 +192,8 @@ def test_diffusion_trains_on_latents_with_stored_scale_factor(trained):
         info["num_classes"] == 2 and info["classes"] == ["normal", "pneumonia"] and info["class_frequencies"] == [4, 4]
     )
     assert info["latent_shape"] == [3, 4, 4] and info["noise_schedule"]["num_train_timesteps"] == 1000
+    low, high = info["latent_range"]  # per-channel range of the scaled latents, for clipping at sampling time
+    assert len(low) == len(high) == 3 and all(lo < hi for lo, hi in zip(low, high))
     ckpt = torch.load(out / "diffusion" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     # the exported weights are the EMA of the training weights (2 updates: differs from the last step)
     assert info["weights"] == "ema (decay 0.999)" and int(ckpt["ema"]["n_averaged"]) == 2
@@ -302,6 +304,7 @@ def test_sample_balance_rule_and_cli(trained, tmp_path):
     _check_synthetic(synthetic, datalist, {0: 3, 1: 2}, IMAGE_SIZE)  # real 4/4: ties go to the lower class first
     assert datalist["generation"]["guidance_scale"] == 2.0 and datalist["generation"]["scheduler"] == "DDIMScheduler"
     assert "wrote 5 images" in proc.stdout + proc.stderr
+    assert "predicted latents clipped to the real range + 10%" in proc.stdout + proc.stderr
     # a second run into the same folder refuses to overwrite (before sampling)
     with pytest.raises(Exception) as err:
         run_workflow("sample.json", workflow_type=None, output_dir=str(trained["out"]), synthetic_dir=str(synthetic))
@@ -340,6 +343,7 @@ def test_sample_from_old_monai_generative_checkpoints(trained, tmp_path):
         num_inference_steps=2,
     )
     _check_synthetic(synthetic, wf.parser.get_parsed_content("synthesis"), {0: 1, 1: 1}, IMAGE_SIZE)
+    assert wf.parser.get_parsed_content("clipping") is False  # no description: no latent range known
     # the translated weights are the trained ones
     net = wf.parser.get_parsed_content("network")
     trained_state = torch.load(trained["out"] / "diffusion.pt", map_location="cpu", weights_only=True)

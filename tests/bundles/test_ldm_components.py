@@ -26,6 +26,7 @@ from monai_dclcstp.generative import (
     DiffusionSamplePreview,
     EncoderPerceptualLoss,
     GenerativeModelExport,
+    LatentClippedModel,
     LatentDiffusionPrepareBatch,
     LatentScaleFactor,
     ModelEMAUpdater,
@@ -36,6 +37,7 @@ from monai_dclcstp.generative import (
     build_network,
     build_perceptual_loss,
     build_scheduler,
+    clip_bounds,
     encode_latents,
     export_generative_model,
     image_grid,
@@ -343,6 +345,13 @@ def test_latent_scale_factor_lazy_stored_and_restored(caplog):
     other = LatentScaleFactor(ae, x)
     other.load_state_dict(state)
     assert float(other) == value  # restored, not re-estimated
+    low, high = (torch.tensor(v) for v in sf.latent_range)
+    z = encode_latents(ae, x, value, sample_posterior=False)
+    assert low.shape == (3,) and (low < high).all() and (z.amin((0, 2, 3)) > low - 1).all()
+    assert other.latent_range == sf.latent_range  # the range travels with the checkpoint too
+    legacy = LatentScaleFactor(ae, x)
+    legacy.load_state_dict({"scale_factor": state["scale_factor"]})  # a checkpoint without the range
+    assert float(legacy) == value and legacy.latent_range is not None  # estimated on demand
     assert float(LatentScaleFactor(value=0.3)) == 0.3
     with pytest.raises(ValueError, match="positive"):
         LatentScaleFactor(value=0.0)
@@ -453,3 +462,69 @@ def test_ema_warmup_average_and_updater():
     ModelEMAUpdater(None, net).attach(Engine(lambda e, b: None))  # EMA off: nothing attached, no error
     with pytest.raises(ValueError, match="decay"):
         build_ema(net, decay=1.5)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_latent_clipped_model_clips_the_implied_clean_latent(prediction_type):
+    scheduler = build_scheduler("ddpm", schedule="scaled_linear_beta", beta_start=0.0015, beta_end=0.0195)
+    alphas = scheduler.alphas_cumprod
+    torch.manual_seed(0)
+    x0 = torch.randn(4, 2, 4, 4) * 3  # partly outside the range below
+    eps = torch.randn(4, 2, 4, 4)
+    t = torch.tensor([900])
+    a = alphas[900]
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    exact = {"epsilon": eps, "v_prediction": a.sqrt() * eps - (1 - a).sqrt() * x0, "sample": x0}[prediction_type]
+
+    def oracle(x, timesteps, context=None, **kwargs):  # the exact denoiser of this one sample
+        return exact
+
+    latent_range = [[-2.0, -1.0], [2.0, 1.0]]
+    wrapped = LatentClippedModel(oracle_module(oracle), alphas, latent_range, prediction_type, margin=0.0)
+    out = wrapped(x_t, t)
+    if prediction_type == "epsilon":
+        implied = (x_t - (1 - a).sqrt() * out) / a.sqrt()
+    elif prediction_type == "v_prediction":
+        implied = a.sqrt() * x_t - (1 - a).sqrt() * out
+    else:
+        implied = out
+    low, high = torch.tensor([-2.0, -1.0]).view(1, 2, 1, 1), torch.tensor([2.0, 1.0]).view(1, 2, 1, 1)
+    assert torch.allclose(implied, torch.maximum(torch.minimum(x0, high), low), atol=1e-4)
+    inside = (x0 >= low) & (x0 <= high)
+    assert torch.equal(out[inside], exact[inside])  # untouched where the clean latent is in range
+    lo, hi = clip_bounds(latent_range, margin=0.5)
+    assert lo.tolist() == [-4.0, -2.0] and hi.tolist() == [4.0, 2.0]
+    with pytest.raises(ValueError, match="latent_range"):
+        LatentClippedModel(oracle_module(oracle), alphas, [[1.0], [0.0]])
+
+
+def oracle_module(fn):
+    class Oracle(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, timesteps, context=None, **kwargs):
+            return fn(x, timesteps, context, **kwargs)
+
+    return Oracle()
+
+
+def test_latent_clipping_stops_runaway_fast_samples():
+    """A denoiser whose clean-latent guess is 10x too large: clipped DPM-Solver++ samples stay in range."""
+    from monai_dclcstp.generative import sample_images
+
+    scheduler = build_scheduler("dpm_solver++", schedule="scaled_linear_beta", beta_start=0.0015, beta_end=0.0195)
+    alphas = scheduler.alphas_cumprod
+
+    def bad(x, timesteps, context=None, **kwargs):  # implies x0 = 10 * x_t / sqrt(a)
+        a = alphas[timesteps.long()].view(-1, 1, 1, 1)
+        return (x - 10 * x) / (1 - a).sqrt()
+
+    noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    free = sample_images(oracle_module(bad), scheduler, noise, num_inference_steps=10)
+    clipped = sample_images(
+        LatentClippedModel(oracle_module(bad), alphas, [[-3.0] * 3, [3.0] * 3], margin=0.0), scheduler, noise,
+        num_inference_steps=10,
+    )  # fmt: skip
+    assert free.abs().max() > 10 and clipped.abs().max() <= 3.0 + 1e-4
