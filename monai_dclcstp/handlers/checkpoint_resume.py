@@ -15,13 +15,16 @@ import torch
 from monai.handlers import CheckpointLoader
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from ..utils import dist
+from .collective import collective_device
+
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["LatestCheckpointLoader", "find_checkpoints"]
+__all__ = ["LatestCheckpointLoader", "UnsafeCheckpointError", "find_checkpoints"]
 
 _NUMBER = re.compile(r"=(\d+)\.pt$")
 
@@ -39,14 +42,38 @@ def find_checkpoints(directory: str | os.PathLike, prefix: str = "checkpoint") -
     return sorted((p for p in folder.glob(f"{prefix}*.pt") if p.is_file()), key=key, reverse=True)
 
 
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint holds pickled objects other than tensors and plain containers (possibly code): never loaded."""
+
+
 def _intact(path: Path) -> str | None:
-    """``None`` when ``path`` is a complete ``torch.save`` zip archive (CRC of every member checked), else why not."""
+    """``None`` when ``path`` is a complete ``torch.save`` zip archive (CRC of every member checked), else why not.
+
+    Raises:
+        UnsafeCheckpointError: ``path`` is a bare pickle (the legacy ``torch.save`` format or ``pickle.dump``), which
+            the bundles never write and which cannot be checked without unpickling it.
+    """
     try:
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()
         return None if bad is None else f"corrupt member {bad}"
     except (zipfile.BadZipFile, OSError) as e:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(2)
+        except OSError:
+            head = b""
+        if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+            raise UnsafeCheckpointError(_unsafe_message(path, "a bare pickle, not a torch.save archive")) from None
         return f"not a complete torch.save archive ({e})"
+
+
+def _unsafe_message(path: Path, why: str) -> str:
+    return (
+        f"refusing to load checkpoint {path}: {why}. Checkpoints are loaded with torch.load(weights_only=True), which "
+        "only accepts tensors and plain containers; this file was not written by a bundle's checkpoint saver and may "
+        "run code when unpickled. Remove it (or move it out of the folder) to resume from an older checkpoint."
+    )
 
 
 class LatestCheckpointLoader:
@@ -58,6 +85,12 @@ class LatestCheckpointLoader:
     :class:`monai.handlers.CheckpointLoader` (``torch.load(weights_only=True)``, then Ignite's
     ``Checkpoint.load_objects``), which also restores the trainer's epoch and iteration: the run continues with the
     next epoch. With no checkpoint the run starts from scratch (logged), unless ``required``.
+
+    A file that ``weights_only=True`` refuses (pickled objects other than tensors, e.g. a ``__reduce__`` payload) or a
+    bare pickle is never unpickled and never skipped silently: :class:`UnsafeCheckpointError` stops the run, naming
+    the file. Under ``torch.distributed`` rank 0 chooses the checkpoint (with the fallbacks above) and broadcasts its
+    path, every other rank loads that same file, and a fingerprint of the restored objects (epoch, iteration, sum of
+    every tensor) is compared across ranks, so all ranks continue from the same state or the run stops.
 
     Args:
         directory: folder of the checkpoints.
@@ -99,27 +132,101 @@ class LatestCheckpointLoader:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        candidates = find_checkpoints(self.directory, self.prefix)
+        """Restore the newest usable checkpoint (under ``torch.distributed``: the one rank 0 chose, on every rank).
+
+        Raises:
+            UnsafeCheckpointError: a candidate holds pickled objects that ``weights_only=True`` refuses (never
+                skipped: such a file was not written by the saver and is reported instead of silently bypassed).
+            FileNotFoundError: ``required`` and nothing to restore.
+            RuntimeError: under ``torch.distributed``, a rank could not load rank 0's choice, or the ranks restored
+                different states.
+        """
         load_dict = dict(self.load_dict)
         if self.engine_key is not None:
             load_dict[self.engine_key] = engine
+        candidates = find_checkpoints(self.directory, self.prefix)
+        if dist.world_size() == 1:
+            self._finish(engine, self._load_newest(engine, load_dict, candidates), candidates)
+            return
+        # rank 0 picks (with the usual fallbacks), every other rank loads exactly that file: all ranks start equal
+        chosen: list[Any] = [None]
+        error: BaseException | None = None
+        if dist.is_main_process():
+            try:
+                path = self._load_newest(engine, load_dict, candidates)
+                chosen = [None if path is None else str(path)]
+            except Exception as e:  # tell the other ranks to stop too, then raise here
+                error, chosen = e, [f"!{type(e).__name__}: {e}"]
+        torch.distributed.broadcast_object_list(chosen, src=0)
+        if error is not None:
+            raise error
+        if isinstance(chosen[0], str) and chosen[0].startswith("!"):
+            raise RuntimeError(f"rank {dist.rank()}: rank 0 could not resume from {self.directory}: {chosen[0][1:]}")
+        path = None if chosen[0] is None else Path(chosen[0])
+        if path is not None and not dist.is_main_process():
+            try:
+                self._load(engine, load_dict, path)
+            except Exception as e:
+                raise RuntimeError(
+                    f"rank {dist.rank()}: cannot restore {path}, the checkpoint rank 0 resumed from ({e}); with several "
+                    "nodes, output_dir must be on a file system every node sees."
+                ) from e
+        if path is not None:
+            self._check_same_state(load_dict, path)
+        self._finish(engine, path, candidates)
+
+    def _load(self, engine: Engine, load_dict: dict[str, Any], path: Path) -> None:
+        try:
+            loader = CheckpointLoader(str(path), dict(load_dict), map_location=self.map_location, strict=self.strict)
+            loader.logger = self.logger
+            loader(engine)
+        except pickle.UnpicklingError as e:
+            if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
+                raise UnsafeCheckpointError(_unsafe_message(path, f"it holds objects other than tensors ({e})")) from e
+            raise
+
+    def _load_newest(self, engine: Engine, load_dict: dict[str, Any], candidates: list[Path]) -> Path | None:
+        """Load the newest intact candidate (skipping truncated/mismatching ones with a warning); its path or ``None``."""
         for path in candidates:
             problem = _intact(path)
             if problem is None:
                 try:
-                    loader = CheckpointLoader(
-                        str(path), dict(load_dict), map_location=self.map_location, strict=self.strict
-                    )
-                    loader.logger = self.logger
-                    loader(engine)
+                    self._load(engine, load_dict, path)
+                except UnsafeCheckpointError:
+                    raise
                 except (RuntimeError, KeyError, EOFError, OSError, pickle.UnpicklingError) as e:
                     problem = f"cannot be restored ({type(e).__name__}: {e})"
             if problem is not None:
                 self.logger.warning("skipping checkpoint %s: %s; trying an older one.", path, problem)
                 continue
+            return path
+        return None
+
+    def _check_same_state(self, load_dict: dict[str, Any], path: Path) -> None:
+        """All-gather a fingerprint of the restored objects and fail if any rank differs from rank 0."""
+        totals = [0.0, 0.0]
+        for obj in load_dict.values():
+            if isinstance(obj, Engine):
+                totals[0] += float(obj.state.epoch) * 1e6 + float(obj.state.iteration)
+                continue
+            state = obj.state_dict() if hasattr(obj, "state_dict") else {}
+            for value in _tensors(state):
+                totals[1] += float(value.detach().double().sum()) if value.numel() else 0.0
+        mine = torch.tensor([totals], dtype=torch.float64)
+        everyone = dist.gather_no_grad(mine.to(collective_device()))
+        if not torch.equal(everyone.cpu(), mine.expand_as(everyone.cpu())):
+            raise RuntimeError(
+                f"rank {dist.rank()}: the ranks restored different states from {path} "
+                f"(epoch/iteration and parameter sums per rank: {everyone.tolist()})."
+            )
+
+    def _finish(self, engine: Engine, path: Path | None, candidates: list[Path]) -> None:
+        where = f"rank {dist.rank()}: " if dist.world_size() > 1 else ""
+        if path is not None:
             self.loaded_path = path
             self.logger.info(
-                "resumed from %s: epoch %d, iteration %d done; continuing to epoch %d.",
+                "%sresumed from %s: epoch %d, iteration %d done; continuing to epoch %d.",
+                where,
                 path,
                 engine.state.epoch,
                 engine.state.iteration,
@@ -129,4 +236,18 @@ class LatestCheckpointLoader:
         what = "no usable checkpoint" if candidates else "no checkpoint"
         if self.required:
             raise FileNotFoundError(f"resume: {what} ({self.prefix}*.pt) in {self.directory}.")
-        self.logger.info("resume: %s (%s*.pt) in %s; starting from scratch.", what, self.prefix, self.directory)
+        self.logger.info(
+            "%sresume: %s (%s*.pt) in %s; starting from scratch.", where, what, self.prefix, self.directory
+        )
+
+
+def _tensors(value: Any):
+    """Every tensor in a nested state dict."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _tensors(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)

@@ -117,13 +117,22 @@ def balanced_accuracy(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def _gather_rows(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` ``(n_r, ...)`` of every rank (sizes may differ); ``x`` itself in a single process."""
+    """Concatenate ``x`` ``(n_r, ...)`` of every rank (sizes may differ); ``x`` itself in a single process.
+
+    A rank with no rows (a shard left empty by ``DistributedSampler(even_divisible=False)``) may pass any trailing
+    shape: rows are padded to the largest shape of the ranks, and only the real rows are kept.
+    """
     if dist.world_size() == 1:
         return x
-    sizes = dist.gather_no_grad(torch.tensor([x.shape[0]], device=x.device))
+    shape = torch.tensor([x.shape[0], *x.shape[1:]] if x.ndim > 1 else [x.shape[0]], device=x.device)
+    shapes = dist.gather_no_grad(shape[None]).cpu()  # (W, ndim)
+    sizes = shapes[:, 0]
+    trailing = [int(v) for v in shapes[sizes > 0, 1:].max(dim=0).values] if bool((sizes > 0).any()) else []
+    trailing = trailing if trailing else list(x.shape[1:])
     longest = int(sizes.max())
-    padded = torch.zeros((longest, *x.shape[1:]), dtype=x.dtype, device=x.device)
-    padded[: x.shape[0]] = x
+    padded = torch.zeros((longest, *trailing), dtype=x.dtype, device=x.device)
+    if x.shape[0]:
+        padded[: x.shape[0]] = x
     everything = dist.gather_no_grad(padded)
     return torch.cat([everything[i * longest : i * longest + int(n)] for i, n in enumerate(sizes)])
 
@@ -254,9 +263,11 @@ class KNNMonitor:
                 for store, emb in zip(feats, embed_images(self.network, images, self.features)):
                     store.append(emb)
             labels.append(torch.as_tensor(batch[self.label_key]).reshape(-1).long().to(device))
-        if not labels:
+        if not labels:  # nothing here (or an empty shard): still take part in the gathers of the other ranks
             empty = torch.zeros(0, 1, device=device)
-            return [empty for _ in self.features], torch.zeros(0, dtype=torch.long, device=device)
+            return [_gather_rows(empty) for _ in self.features], _gather_rows(
+                torch.zeros(0, dtype=torch.long, device=device)
+            )
         return [_gather_rows(torch.cat(f)) for f in feats], _gather_rows(torch.cat(labels))
 
     @torch.no_grad()

@@ -11,6 +11,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys, IgniteInfo, min_version, optional_import
 
 from ..engines.pretrainer import SKIP_STEP_KEY
+from .collective import any_rank
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -47,7 +48,9 @@ class NonFiniteLossGuard:
       above after ``max_consecutive`` bad steps in a row. Note that the loss has already put this step's keys into the
       negative queue.
 
-    Steps the trainer skipped itself because the gradient norm was not finite count as bad steps too.
+    Steps the trainer skipped itself because the gradient norm was not finite count as bad steps too. Under
+    ``torch.distributed`` the ranks agree (one all-reduce of a flag per step): a bad loss on any rank stops or skips
+    the step on every rank, so no rank is left waiting for the others' gradients.
 
     Args:
         action: ``"stop"`` or ``"skip"``.
@@ -83,9 +86,12 @@ class NonFiniteLossGuard:
     def __call__(self, engine: Engine) -> None:
         output = engine.state.output or {}
         values = {k: _value(output.get(k)) for k in (CommonKeys.LOSS, "loss_global", "loss_local") if k in output}
-        if all(math.isfinite(v) for v in values.values()):
+        bad_here = not all(math.isfinite(v) for v in values.values())
+        if not any_rank(bad_here):  # under torch.distributed all ranks decide together (or DDP would hang)
             return
         what = "non-finite loss (" + ", ".join(f"{k}={v}" for k, v in values.items()) + ")"
+        if not bad_here:
+            what = f"non-finite loss on another rank (here: {', '.join(f'{k}={v}' for k, v in values.items())})"
         if self.action == "stop":
             self._raise(engine, what)
         self._count_bad(engine, what)

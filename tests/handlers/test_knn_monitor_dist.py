@@ -47,8 +47,8 @@ def _batches(images, labels, rank=0, world=1, batch=3):
     ]
 
 
-def _evaluate(rank: int, world: int) -> dict:
-    bank, val = _data(11, 0), _data(7, 1)
+def _evaluate(rank: int, world: int, n_val: int = 7) -> dict:
+    bank, val = _data(11, 0), _data(n_val, 1)
     monitor = KNNMonitor(_Identity(), _batches(*bank, rank, world), _batches(*val, rank, world), k=4)
     return monitor.evaluate()
 
@@ -58,7 +58,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-            json.dump(_evaluate(rank, WORLD), f)
+            json.dump({"uneven": _evaluate(rank, WORLD), "empty_shard": _evaluate(rank, WORLD, n_val=1)}, f)
     finally:
         dist.destroy_process_group()
 
@@ -67,7 +67,11 @@ def test_gathered_knn_equals_single_process(tmp_path):
     expected = _evaluate(0, 1)
     assert expected["num_bank"] == 11 and expected["num_val"] == 7
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    expected_one = _evaluate(0, 1, n_val=1)
     for rank in range(WORLD):
-        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        results = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        got = results["uneven"]
         assert got["num_bank"] == 11 and got["num_val"] == 7  # every item once, gathered from both ranks
         assert got["accuracy"] == expected["accuracy"] and got["balanced_accuracy"] == expected["balanced_accuracy"]
+        got = results["empty_shard"]  # 1 validation item: rank 1's shard is empty and must not break the gather
+        assert got["num_val"] == 1 and got["accuracy"] == expected_one["accuracy"]
