@@ -13,8 +13,9 @@ What it does:
    training times are kept in ``<work-dir>/full/training_times.json``.
 2. Samples ``--num-samples`` images with each scheduler from the **same** initial noise and class labels (class
    proportions of the held-out val split), on the same model: DDPM 1000 steps, DDIM 50, DPM-Solver++ 20, and for
-   context DDIM 10 and DPM-Solver++ 10. Per-image CPU time (this process, ``--threads`` torch threads) and wall time
-   include the autoencoder decoding.
+   context DDIM 10 and DPM-Solver++ 10 — all with the bundle's default clipping of the predicted clean latents to the
+   real latents' range (``LatentClippedModel``) — and DDIM 50 and DPM-Solver++ 20 without it. Per-image CPU time
+   (this process, ``--threads`` torch threads) and wall time include the autoencoder decoding.
 3. Times one batch of ``--timing-batch`` images per scheduler again, **interleaved** over ``--timing-rounds`` rounds
    (``common.interleaved_timing``), and takes the speed-up as the median within-round ratio of CPU times (robust
    on a shared machine).
@@ -31,8 +32,8 @@ What it does:
    Reference rows: real train images vs real val images (the floor of each metric at this sample size) and the
    autoencoder's reconstructions of the val images (what the latent space allows at best).
 
-Results: ``benchmarks/results/ldm_sampling.json`` / ``.md`` and a grid of samples (same noise, one row per
-scheduler) at ``bundles/ldm/docs/ldm_sampling_samples.png``.
+Results: ``benchmarks/results/ldm_sampling.json`` / ``.md`` and a grid of samples (same noise; rows: real val
+images, then the samplers in table order) at ``bundles/ldm/docs/ldm_sampling_samples.png``.
 
 Example::
 
@@ -55,6 +56,8 @@ import numpy as np
 import torch
 
 from monai_dclcstp.generative import (
+    LatentClippedModel,
+    LatentScaleFactor,
     build_network,
     build_scheduler,
     image_grid,
@@ -69,15 +72,18 @@ SAMPLE_DIR = common.REPO_ROOT / "data" / "samples" / "pneumoniamnist"
 GRID_PNG = BUNDLE / "docs" / "ldm_sampling_samples.png"
 NAME = "ldm_sampling"
 
-#: (label, scheduler name, steps); the first one is the reference of the speed-ups.
+#: (label, scheduler name, steps, clip latents); the first one is the reference of the speed-ups. Clipping the
+#: predicted clean latents to the real range is the bundle's default (sample.json ``clip_latents``).
 SCHEDULERS = [
-    ("DDPM", "ddpm", 1000),
-    ("DDIM", "ddim", 50),
-    ("DPM-Solver++", "dpm_solver++", 20),
-    ("DDIM", "ddim", 10),
-    ("DPM-Solver++", "dpm_solver++", 10),
+    ("DDPM", "ddpm", 1000, True),
+    ("DDIM", "ddim", 50, True),
+    ("DPM-Solver++", "dpm_solver++", 20, True),
+    ("DDIM", "ddim", 10, True),
+    ("DPM-Solver++", "dpm_solver++", 10, True),
+    ("DDIM", "ddim", 50, False),
+    ("DPM-Solver++", "dpm_solver++", 20, False),
 ]
-QUICK_SCHEDULERS = [("DDPM", "ddpm", 40), ("DDIM", "ddim", 5), ("DPM-Solver++", "dpm_solver++", 4)]
+QUICK_SCHEDULERS = [("DDPM", "ddpm", 40, True), ("DDIM", "ddim", 5, True), ("DPM-Solver++", "dpm_solver++", 4, False)]
 
 
 def parse_args():
@@ -266,8 +272,11 @@ def standardizer(reference: dict[str, np.ndarray]):
 
 
 # ----------------------------------------------------------------------------------------------------- sampling
-def sample_all(unet, ae, info, noise, labels, name, steps, batch, device):
+def sample_all(unet, ae, info, noise, labels, name, steps, batch, device, clip=True):
     scheduler = build_scheduler(name, **info["noise_schedule"])
+    if clip:
+        pred = info["noise_schedule"].get("prediction_type", "epsilon")
+        unet = LatentClippedModel(unet, scheduler.alphas_cumprod, info["latent_range"], pred, margin=0.1)
     images, wall, cpu = [], 0.0, 0.0
     for i in range(0, len(noise), batch):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -352,14 +361,18 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     grid_rows = []
-    for label, name, steps in schedulers:
-        log(f"sampling {args.num_samples} images with {label} {steps} ...")
+    if not info.get("latent_range"):  # models exported before the range was recorded: estimate it the same way
+        info["latent_range"] = LatentScaleFactor(ae, train_ref, num_batches=1, value=info["scale_factor"]).latent_range
+        training["latent_range_estimated_by_benchmark"] = True
+    for label, name, steps, clip in schedulers:
+        log(f"sampling {args.num_samples} images with {label} {steps}{'' if clip else ' (no clipping)'} ...")
         common.set_seed(args.seed)  # DDPM draws its per-step noise from the global generator
-        images, wall, cpu = sample_all(unet, ae, info, noise, labels, name, steps, args.sample_batch, device)
+        images, wall, cpu = sample_all(unet, ae, info, noise, labels, name, steps, args.sample_batch, device, clip)
         row = {
-            "sampler": f"{label} {steps}",
+            "sampler": f"{label} {steps}" + ("" if clip else ", no latent clipping"),
             "scheduler": name,
             "steps": steps,
+            "clip_latents": clip,
             "wall_s_per_image": wall,
             "cpu_s_per_image": cpu,
             **quality(images),
@@ -385,16 +398,16 @@ def main() -> None:
     timing_noise = noise[: args.timing_batch]
     timing_labels = None if labels is None else labels[: args.timing_batch]
 
-    def step_fn(name, steps):
+    def step_fn(name, steps, clip):
         def run(n):
             for _ in range(n):
-                sample_all(unet, ae, info, timing_noise, timing_labels, name, steps, args.timing_batch, device)
+                sample_all(unet, ae, info, timing_noise, timing_labels, name, steps, args.timing_batch, device, clip)
 
         return run
 
     keys = [r["sampler"] for r in rows]
     wall_t, cpu_t = common.interleaved_timing(
-        {k: step_fn(r["scheduler"], r["steps"]) for k, r in zip(keys, rows)},
+        {k: step_fn(r["scheduler"], r["steps"], r["clip_latents"]) for k, r in zip(keys, rows)},
         rounds=args.timing_rounds,
         warmup=0,
         device=args.device,

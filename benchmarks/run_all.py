@@ -10,6 +10,7 @@ Usage::
     python benchmarks/run_all.py                  # full speed benchmarks (about an hour on 2 shared CPU cores)
     python benchmarks/run_all.py --quick          # smoke version: tiny sizes, results under benchmarks/results/raw/quick
     python benchmarks/run_all.py --only step data # some of them
+    python benchmarks/run_all.py --group label-efficiency  # label efficiency and ablations only (~1.5 h)
     python benchmarks/run_all.py --docs-only      # rebuild docs/benchmarks.md from the committed results
     python benchmarks/run_all.py --device cuda
 
@@ -50,6 +51,7 @@ BENCHMARKS: tuple[Bench, ...] = (
     Bench("memory", "speed-memory", "Peak memory (ResNet-50, 224 px, batch 32)"),
     Bench("data", "speed-data", "Data pipeline"),
     Bench("profile", "speed-profile", "Profile of one step"),
+    Bench("label_efficiency", "label-efficiency", "Label efficiency and ablations", group="label-efficiency"),
 )
 
 PAGE_TEMPLATE = """# Benchmarks
@@ -296,6 +298,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke version of every benchmark")
     p.add_argument("--only", nargs="+", default=None, choices=[b.name for b in BENCHMARKS])
+    p.add_argument("--group", default=None, choices=sorted({b.group for b in BENCHMARKS}), help="one group only")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results)")
     p.add_argument("--docs", type=Path, default=None, help="results page (default: docs/benchmarks.md)")
@@ -308,6 +311,8 @@ def main() -> None:
     if not args.docs_only:
         for bench in BENCHMARKS:
             if args.only and bench.name not in args.only:
+                continue
+            if args.group and bench.group != args.group:
                 continue
             python = sys.executable
             if bench.python == "lightly":
