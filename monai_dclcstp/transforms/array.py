@@ -288,7 +288,7 @@ class RandShotNoise(RandomizableTransform):
         x, meta = _split(img)
         if self._do_transform:
             gen = torch.Generator(device=x.device).manual_seed(self._seed)
-            x = (torch.poisson(x.clamp_min(0.0) * self._peak, generator=gen) / self._peak)
+            x = torch.poisson(x.clamp_min(0.0) * self._peak, generator=gen) / self._peak
         return _join(x, meta, like=img)
 
 
