@@ -269,10 +269,10 @@ def test_same_seed_gives_the_same_loss_curve(tmp_path):
 
 @pytest.fixture
 def finished_run(tmp_path) -> tuple[Path, Path]:
-    """Output folder of a finished 1-epoch run (and its datalist)."""
+    """Output folder of a finished 2-epoch run (and its datalist)."""
     datalist = tiny_datalist(tmp_path / "data", n_train=16)
     out = tmp_path / "out"
-    wf = workflow(datalist=str(datalist), output_dir=str(out), max_epochs=1)
+    wf = workflow(datalist=str(datalist), output_dir=str(out), max_epochs=2)
     wf.run()
     wf.finalize()
     return out, datalist
@@ -281,7 +281,8 @@ def finished_run(tmp_path) -> tuple[Path, Path]:
 def test_new_run_refuses_to_replace_an_earlier_run_unless_overwrite(finished_run):
     out, datalist = finished_run
     before = snapshot(out)
-    assert {"checkpoint_final.pt", "encoder.pt", "encoder.json", "run_summary.json"} <= set(before)
+    results = {"checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt", "checkpoint_final.pt", "encoder.pt", "encoder.json"}
+    assert results | {"run_summary.json"} <= set(before)
     time.sleep(0.05)  # so that any rewrite would show in the modification times
     overrides = {**TINY, "datalist": str(datalist), "output_dir": str(out), "max_epochs": 1}
     refused = subprocess.run(
@@ -294,12 +295,22 @@ def test_new_run_refuses_to_replace_an_earlier_run_unless_overwrite(finished_run
     assert "Epoch: 1/1" not in log  # refused before training
     assert snapshot(out) == before  # not a byte, not a timestamp changed, no new file (TensorBoard included)
 
+    # --overwrite: a shorter run replaces the results; none of the earlier run's files is left to be mistaken for its
     wf = workflow(datalist=str(datalist), output_dir=str(out), max_epochs=1, overwrite=True)
+    at_start = []
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    trainer.add_event_handler(Events.STARTED, lambda e: at_start.extend(p.name for p in out.glob("*.*")))
     wf.run()
     wf.finalize()
+    assert not results & set(at_start), at_start  # cleared before the first iteration
     after = snapshot(out)
-    for name in ("checkpoint_final.pt", "encoder.pt", "encoder.json", "run_summary.json"):
+    assert "checkpoint_epoch=2.pt" not in after  # the earlier run's epoch 2 is gone
+    for name in ("checkpoint_epoch=1.pt", "checkpoint_final.pt", "encoder.pt", "encoder.json", "run_summary.json"):
         assert after[name][0] > before[name][0], f"{name} was not rewritten"
+    final = torch.load(out / "checkpoint_final.pt", map_location="cpu", weights_only=True)
+    assert trainer_epoch(final) == 1
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert [Path(c).name for c in summary["checkpoints"]] == ["checkpoint_epoch=1.pt", "checkpoint_final.pt"]
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_state(tmp_path, monkeypatch):
