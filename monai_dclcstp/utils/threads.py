@@ -35,7 +35,8 @@ def resolve_num_threads(num_threads: int | str | None = "auto", num_workers: int
         num_workers: loader worker processes of this process (they are busy during training).
 
     Raises:
-        ValueError: ``num_threads`` is neither ``"auto"`` nor an integer.
+        ValueError: ``num_threads`` is neither ``"auto"`` nor an integer, or (with ``"auto"``) ``LOCAL_WORLD_SIZE`` is
+            set to something other than a non-negative integer.
     """
     if num_threads is not None and str(num_threads).strip().lower() != "auto":
         try:
@@ -47,7 +48,13 @@ def resolve_num_threads(num_threads: int | str | None = "auto", num_workers: int
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) >= 1:
         return int(env)
-    local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    local = os.environ.get("LOCAL_WORLD_SIZE", "").strip() or "1"
+    if not local.isdigit():
+        raise ValueError(
+            f"the environment variable LOCAL_WORLD_SIZE must be a positive integer (processes on this node, set by "
+            f"torchrun), got {local!r}; unset it or pass num_threads explicitly."
+        )
+    local_processes = max(1, int(local))
     return max(1, usable_cores() // local_processes - max(0, int(num_workers or 0)))
 
 
