@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import pickletools
 import re
 import zipfile
 from collections.abc import Mapping
@@ -58,14 +59,43 @@ def _intact(path: Path) -> str | None:
             bad = z.testzip()
         return None if bad is None else f"corrupt member {bad}"
     except (zipfile.BadZipFile, OSError) as e:
-        try:
-            with open(path, "rb") as f:
-                head = f.read(2)
-        except OSError:
-            head = b""
-        if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        if _is_bare_pickle(path):
             raise UnsafeCheckpointError(_unsafe_message(path, "a bare pickle, not a torch.save archive")) from None
         return f"not a complete torch.save archive ({e})"
+
+
+def _is_bare_pickle(path: Path) -> bool:
+    """Whether ``path`` is a pickle stream (any protocol), decided by reading its opcodes without executing them."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):  # protocol 2+ header
+                return True
+            f.seek(0)
+            reader = _BoundedReader(f)
+            for _ in pickletools.genops(reader):  # protocols 0 and 1 have no header: parse, never run
+                pass
+            return f.tell() == reader.size > 1  # one complete stream, ending with STOP where the file ends
+    except (ValueError, OSError, EOFError, UnicodeDecodeError, MemoryError):
+        return False
+
+
+class _BoundedReader:
+    """A binary file whose ``read(n)`` never asks for more than what is left (a length field of a corrupt or crafted
+    file must not make the parser allocate gigabytes)."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+        self.size = os.fstat(f.fileno()).st_size
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(0, self.size - self.f.tell())
+        return self.f.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self) -> bytes:
+        return self.f.readline()
+
+    def tell(self) -> int:
+        return self.f.tell()
 
 
 def _unsafe_message(path: Path, why: str) -> str:
