@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import time
 
 import pytest
 import torch
@@ -250,6 +251,17 @@ def _any_rank_worker(rank: int, port: int, out_dir: str) -> None:
 
 def test_any_rank_agrees_across_two_gloo_processes():
     with tempfile.TemporaryDirectory() as out_dir:
-        mp.spawn(_any_rank_worker, args=(_free_port(), out_dir), nprocs=2, join=True)
+        # fork: a spawned child would re-import torch, MONAI and Ignite (~10 s); the children only run gloo collectives
+        context = mp.start_processes(
+            _any_rank_worker, args=(_free_port(), out_dir), nprocs=2, join=False, start_method="fork"
+        )
+        deadline = time.monotonic() + 120
+        try:
+            while not context.join(timeout=1):
+                assert time.monotonic() < deadline, "the two ranks did not finish in time"
+        finally:
+            for process in context.processes:
+                if process.is_alive():
+                    process.kill()
         results = [torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=True) for r in range(2)]
     assert results == [[True, False, True, True]] * 2
