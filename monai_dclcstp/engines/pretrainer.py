@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
+from ..utils import dist
 from ..utils.momentum import cosine_schedule
 from .prepare_batch import PrepareTwoViewBatch
 
@@ -38,11 +39,19 @@ class DCLCsTPTrainer(SupervisedTrainer):
 
     ``engine.state.output`` holds ``CommonKeys.IMAGE`` (view 1), ``CommonKeys.LOSS``, ``loss_global``, ``loss_local``
     (detached floats for logging), ``lr`` (before this step's scheduler update), ``momentum`` and ``grad_norm`` (before
-    clipping; NaN without clipping). The loss and its two parts are already in ``engine.state.output`` when
-    ``IterationEvents.LOSS_COMPLETED`` fires, so a handler can inspect them before the backward pass and veto the
-    step by setting ``engine.state.output[SKIP_STEP_KEY] = True`` (see
-    :class:`~monai_dclcstp.handlers.NonFiniteLossGuard`); the output then carries ``skip_step=True``. Without AMP, a
-    step whose clipped gradient norm is not finite is skipped too (AMP's scaler does this itself).
+    clipping; NaN without clipping).
+
+    Under ``DistributedDataParallel`` the gradients are all-reduced, so every rank takes the same optimiser step and the
+    same momentum update. Batch-norm running statistics (buffers of the online and the momentum encoder) are updated by
+    each rank's own forward pass, so after every iteration the trainer copies rank 0's buffers to all ranks
+    (:meth:`sync_buffers`; DDP's own per-forward ``broadcast_buffers`` is then redundant): the ranks hold identical
+    networks at every event, e.g. when a kNN monitor embeds each rank's shard at the end of an epoch.
+
+    The loss and its two parts are already in ``engine.state.output`` when ``IterationEvents.LOSS_COMPLETED`` fires,
+    so a handler can inspect them before the backward pass and veto the step by setting
+    ``engine.state.output[SKIP_STEP_KEY] = True`` (see :class:`~monai_dclcstp.handlers.NonFiniteLossGuard`); the output
+    then carries ``skip_step=True``. Without AMP, a step whose clipped gradient norm is not finite is skipped too (AMP's
+    scaler does this itself).
 
     Args:
         device, max_epochs, train_data_loader, network, optimizer, loss_function, epoch_length, non_blocking,
@@ -116,6 +125,26 @@ class DCLCsTPTrainer(SupervisedTrainer):
         total = max(int(self.state.max_epochs or 1) * int(self.state.epoch_length or 1), 1)
         return cosine_schedule(min(self.state.iteration, total), total, self.momentum_start, self.momentum_end)
 
+    @torch.no_grad()
+    def sync_buffers(self) -> None:
+        """Copy rank 0's buffers (e.g. batch-norm running statistics) of the DDP-wrapped network to every rank.
+
+        One broadcast per buffer dtype (flattened); nothing when the network is not wrapped in
+        ``DistributedDataParallel`` or runs in a single process.
+        """
+        if not isinstance(self.network, DistributedDataParallel) or dist.world_size() == 1:
+            return
+        groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+        for buffer in self.model.buffers():
+            groups.setdefault((buffer.dtype, buffer.device), []).append(buffer)
+        for buffers in groups.values():
+            flat = torch.cat([b.reshape(-1) for b in buffers])
+            torch.distributed.broadcast(flat, src=0)
+            offset = 0
+            for b in buffers:
+                b.copy_(flat[offset : offset + b.numel()].view_as(b))
+                offset += b.numel()
+
     def _iteration(self, engine: Engine, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
@@ -145,6 +174,7 @@ class DCLCsTPTrainer(SupervisedTrainer):
             engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
             engine.state.output = self._logged_output(view1, losses, lr, momentum=float("nan"), grad_norm=float("nan"))
             engine.state.output[SKIP_STEP_KEY] = True
+            self.sync_buffers()
             return engine.state.output
 
         params = [p for p in engine.network.parameters() if p.requires_grad]
@@ -172,6 +202,7 @@ class DCLCsTPTrainer(SupervisedTrainer):
         momentum = self.current_momentum()
         if stepped:
             self.model.update_momentum(momentum)
+        self.sync_buffers()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         engine.state.output = self._logged_output(view1, losses, lr, momentum, grad_norm)
         if not stepped:
