@@ -8,7 +8,7 @@ Pretraining: :class:`KNNMonitor` (kNN accuracy on frozen embeddings), :class:`En
 
 from __future__ import annotations
 
-from .checkpoint_resume import LatestCheckpointLoader, find_checkpoints
+from .checkpoint_resume import LatestCheckpointLoader, UnsafeCheckpointError, find_checkpoints
 from .checkpoint_saver import AtomicCheckpointSaver
 from .encoder_export import ENCODER_PATH_ATTR, EncoderExport
 from .knn_monitor import KNN_HISTORY_ATTR, KNNMonitor, balanced_accuracy, embed_images, weighted_knn_predict
@@ -23,6 +23,7 @@ __all__ = [
     "KNNMonitor",
     "KNN_HISTORY_ATTR",
     "LatestCheckpointLoader",
+    "UnsafeCheckpointError",
     "LossProgressBar",
     "NonFiniteLossError",
     "NonFiniteLossGuard",

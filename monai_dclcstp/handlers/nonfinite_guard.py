@@ -75,8 +75,11 @@ class NonFiniteLossGuard:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._after_step)
 
     def _raise(self, engine: Engine, what: str) -> None:
+        where = f"at epoch {engine.state.epoch}, iteration {engine.state.iteration}"
+        # the vetoed step did not happen: the checkpoint written on the way out must not count it as done
+        engine.state.iteration = max(0, engine.state.iteration - 1)
         raise NonFiniteLossError(
-            f"{what} at epoch {engine.state.epoch}, iteration {engine.state.iteration}. Training stopped before this "
+            f"{what} {where}. Training stopped before this "
             "step changed the weights (the bundles save them as checkpoint_final.pt). Usual remedies: a lower lr (--lr), a longer warmup "
             "(--warmup_epochs), gradient clipping (--grad_clip_norm), a higher temperature, or checking the input "
             "images for NaN/constant values; resume with --resume true. To skip bad steps instead, set "
