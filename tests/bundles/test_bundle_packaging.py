@@ -219,8 +219,9 @@ def _eager(out: Path) -> PretrainedEncoderUNet:
 SCRIPTING_FAILS = pytest.mark.xfail(
     strict=True,
     raises=RuntimeError,
-    reason="PretrainedEncoderUNet.forward is not TorchScript-compatible (super().forward and an untyped shape tuple); "
-    "the Model Zoo CI scripts by default, so until it is, export with --use_trace True",
+    reason="not TorchScript-compatible: MONAI's ResNetEncoder (shortcut type A, MedicalNet layout) keeps a "
+    "functools.partial as ResNetBlock.downsample, which torch.jit.script rejects, and PretrainedEncoderUNet.forward "
+    "calls super().forward; export with --use_trace True (traced at the inference size)",
 )
 
 
