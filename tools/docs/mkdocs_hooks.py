@@ -19,6 +19,7 @@ links to folders become code spans. A link to a file that does not exist is left
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import posixpath
@@ -344,9 +345,28 @@ def _bundle_table(page_uri: str) -> str:
     return "\n".join(rows)
 
 
+def _dist_tests(name: str) -> str:
+    """``tests/bundles/test_<name>_dist.py``: how many of its tests run by default (CI) and how many are ``slow``."""
+    rel = f"tests/bundles/test_{name}_dist.py"
+    path = REPO_ROOT / rel
+    if not path.is_file():
+        return "none"
+    tests = [
+        node
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_")
+    ]
+    slow = sum(any("mark.slow" in ast.unparse(d) for d in node.decorator_list) for node in tests)
+    return f"`{rel}`: {len(tests) - slow} in CI, {slow} slow"
+
+
 def _multi_gpu_status() -> str:
-    """Which bundles ship ``configs/multi_gpu_train.json`` and which ids it sets (read from the files)."""
-    rows, shipped = ["| bundle | `multi_gpu_train.json` | ids it sets |", "|---|---|---|"], 0
+    """Which bundles ship ``configs/multi_gpu_train.json``, which ids it sets and its torchrun tests (from the files)."""
+    rows = [
+        "| bundle | `multi_gpu_train.json` | ids it sets | 2-process torchrun tests (gloo, CPU) |",
+        "|---|---|---|---|",
+    ]
+    shipped = 0
     for name in bundle_names():
         path = REPO_ROOT / "bundles" / name / "configs" / "multi_gpu_train.json"
         if path.is_file():
@@ -355,9 +375,9 @@ def _multi_gpu_status() -> str:
                 keys = ", ".join(f"`{k}`" for k in json.loads(path.read_text()))
             except ValueError as e:
                 raise ValueError(f"{path} is not valid JSON: {e}") from e
-            rows.append(f"| `{name}` | yes | {keys} |")
+            rows.append(f"| `{name}` | yes | {keys} | {_dist_tests(name)} |")
         else:
-            rows.append(f"| `{name}` | not yet | |")
+            rows.append(f"| `{name}` | not yet | | {_dist_tests(name)} |")
     table = "\n".join(rows)
     if shipped:
         return table + "\n\n*Generated at build time from the bundles' config files.*\n"
