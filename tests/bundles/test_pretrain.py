@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundle_test_utils import tiny_datalist  # noqa: E402
 from ignite.engine import Events
 from PIL import Image
 
@@ -47,30 +48,6 @@ def _cli(overrides: dict) -> list[str]:
     for k, v in overrides.items():
         args += [f"--{k}", json.dumps(v) if isinstance(v, (list, dict)) else str(v)]
     return args
-
-
-def tiny_datalist(folder: Path, n_train: int = 8, n_val: int = 4) -> Path:
-    """A datalist of the first ``n`` images of each class of the embedded sample (absolute paths)."""
-    data = json.loads((SAMPLE / "datalist.json").read_text())
-
-    def take(items, n):
-        out = []
-        for c in (0, 1):
-            out += [dict(it, image=str(SAMPLE / it["image"])) for it in items if it["label"] == c][: n // 2]
-        return out
-
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "datalist.json"
-    path.write_text(
-        json.dumps(
-            {
-                "classes": data["classes"],
-                "training": take(data["training"], n_train),
-                "validation": take(data["validation"], n_val),
-            }
-        )
-    )
-    return path
 
 
 def run_bundle(args: list[str], cwd: Path, config: Path = CONFIG) -> subprocess.CompletedProcess:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from bundle_test_utils import tiny_datalist  # noqa: E402
 from ignite.engine import Events
 
 from monai_dclcstp.handlers import NonFiniteLossError, find_checkpoints
@@ -49,30 +50,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def tiny_datalist(folder: Path, n_train: int, n_val: int = 4) -> Path:
-    """The first ``n_train`` / ``n_val`` images of the embedded sample (balanced classes, absolute paths)."""
-    data = json.loads((SAMPLE / "datalist.json").read_text())
-
-    def take(items, n):
-        out = []
-        for c in (0, 1):
-            out += [dict(it, image=str(SAMPLE / it["image"])) for it in items if it["label"] == c][: n // 2]
-        return out
-
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "datalist.json"
-    path.write_text(
-        json.dumps(
-            {
-                "classes": data["classes"],
-                "training": take(data["training"], n_train),
-                "validation": take(data["validation"], n_val),
-            }
-        )
-    )
-    return path
 
 
 def cli(overrides: dict) -> list[str]:

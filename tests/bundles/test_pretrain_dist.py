@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from bundle_test_utils import tiny_datalist  # noqa: E402
 
 from monai_dclcstp.networks import MultiScaleResNet
 from monai_dclcstp.utils import load_pretrained_encoder, read_encoder_info
@@ -48,23 +49,6 @@ FINGERPRINT = (
     ".hexdigest() for name, state in {'online': @network_def.online.state_dict(), "
     "'momentum': @network_def.momentum_encoder.state_dict(), 'loss': @loss.state_dict()}.items()}))"
 )
-
-
-def tiny_datalist(folder: Path, n_train: int = 8, n_val: int = 4) -> Path:
-    """The first ``n / 2`` images of each class of the embedded sample (absolute paths)."""
-    data = json.loads((SAMPLE / "datalist.json").read_text())
-
-    def take(items, n):
-        out = []
-        for c in (0, 1):
-            out += [dict(it, image=str(SAMPLE / it["image"])) for it in items if it["label"] == c][: n // 2]
-        return out
-
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "datalist.json"
-    training, validation = take(data["training"], n_train), take(data["validation"], n_val)
-    path.write_text(json.dumps({"classes": data["classes"], "training": training, "validation": validation}))
-    return path
 
 
 def fingerprint_overlay(folder: Path) -> Path:
