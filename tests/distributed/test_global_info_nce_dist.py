@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import time
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from monai_dclcstp.losses import GlobalInfoNCELoss
 
 B, D_IN, D = 4, 6, 5
 WORLD = 2
+TIMEOUT_S = 300
 
 
 def _free_port() -> int:
@@ -71,8 +73,12 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             {"loss": loss / WORLD, "grads": grads, "queue": queued.queue.clone(), "filled": int(queued.queue_filled)},
             os.path.join(out_dir, f"rank{rank}.pt"),
         )
-    finally:
+        dist.barrier()
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # results are on disk: leave without tearing down gloo, whose destructor was seen to deadlock at exit
+    os._exit(0)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +86,13 @@ def results() -> list[dict]:
     if not dist.is_available():
         pytest.skip("torch.distributed not available")
     with tempfile.TemporaryDirectory() as d:
-        mp.spawn(_worker, args=(_free_port(), d), nprocs=WORLD, join=True)
+        ctx = mp.spawn(_worker, args=(_free_port(), d), nprocs=WORLD, join=False)
+        deadline = time.monotonic() + TIMEOUT_S
+        while not ctx.join(timeout=5):
+            if time.monotonic() > deadline:
+                for proc in ctx.processes:
+                    proc.kill()
+                pytest.fail(f"the {WORLD} gloo workers did not finish within {TIMEOUT_S} s")
         return [torch.load(os.path.join(d, f"rank{r}.pt"), weights_only=True) for r in range(WORLD)]
 
 
