@@ -12,9 +12,10 @@ What it does:
    ``--reuse`` skips each stage whose exported model (``<work-dir>/full/models/{autoencoder,diffusion}.pt``) exists;
    training times are kept in ``<work-dir>/full/training_times.json``.
 2. Samples ``--num-samples`` images with each scheduler from the **same** initial noise and class labels (class
-   proportions of the held-out val split), on the same model: DDPM 1000 steps, DDIM 50, DPM-Solver++ 20, and for
-   context DDIM 10 and DPM-Solver++ 10 — all with the bundle's default clipping of the predicted clean latents to the
-   real latents' range (``LatentClippedModel``) — and DDIM 50 and DPM-Solver++ 20 without it. Per-image CPU time
+   proportions of the held-out val split), on the same model: DDPM 1000 steps; the stochastic fast samplers
+   SDE-DPM-Solver++ 20 (the bundle's default) and 10, DDIM 50 with eta = 1; the deterministic (probability-flow ODE)
+   DDIM 50 and DPM-Solver++ 20 — all with the bundle's default clipping of the predicted clean latents to the real
+   latents' range (``LatentClippedModel``) — and DDIM 50 and SDE-DPM-Solver++ 20 without it. Per-image CPU time
    (this process, ``--threads`` torch threads) and wall time include the autoencoder decoding.
 3. Times one batch of ``--timing-batch`` images per scheduler again, **interleaved** over ``--timing-rounds`` rounds
    (``common.interleaved_timing``), and takes the speed-up as the median within-round ratio of CPU times (robust
@@ -32,6 +33,11 @@ What it does:
    Reference rows: real train images vs real val images (the floor of each metric at this sample size) and the
    autoencoder's reconstructions of the val images (what the latent space allows at best).
 
+5. Verdict per sampler: ">= 20x faster at comparable quality" when the interleaved CPU speed-up is >= 20 and its
+   KID(ae) exceeds DDPM 1000's by no more than the KID(ae) between two real image sets (real train vs val: the
+   distance that sampling alone puts between two sets of real images of this size). KID(resnet) is reported but not
+   used: on random features its real-vs-real value is about 0 with a spread of +-260, far wider than the differences.
+
 Results: ``benchmarks/results/ldm_sampling.json`` / ``.md`` and a grid of samples (same noise; rows: real val
 images, then the samplers in table order) at ``bundles/ldm/docs/ldm_sampling_samples.png``.
 
@@ -46,7 +52,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -72,18 +77,35 @@ SAMPLE_DIR = common.REPO_ROOT / "data" / "samples" / "pneumoniamnist"
 GRID_PNG = BUNDLE / "docs" / "ldm_sampling_samples.png"
 NAME = "ldm_sampling"
 
-#: (label, scheduler name, steps, clip latents); the first one is the reference of the speed-ups. Clipping the
-#: predicted clean latents to the real range is the bundle's default (sample.json ``clip_latents``).
+#: (label, scheduler name, steps, clip latents, scheduler options); the first one is the reference of the speed-ups.
+#: Clipping the predicted clean latents to the real range is the bundle's default (sample.json ``clip_latents``);
+#: SDE-DPM-Solver++ 20 is the bundle's default sampler. "ODE" rows are the deterministic solvers.
 SCHEDULERS = [
-    ("DDPM", "ddpm", 1000, True),
-    ("DDIM", "ddim", 50, True),
-    ("DPM-Solver++", "dpm_solver++", 20, True),
-    ("DDIM", "ddim", 10, True),
-    ("DPM-Solver++", "dpm_solver++", 10, True),
-    ("DDIM", "ddim", 50, False),
-    ("DPM-Solver++", "dpm_solver++", 20, False),
+    ("DDPM", "ddpm", 1000, True, {}),
+    ("SDE-DPM-Solver++", "sde_dpm_solver++", 20, True, {}),
+    ("SDE-DPM-Solver++", "sde_dpm_solver++", 10, True, {}),
+    ("DDIM", "ddim", 50, True, {"eta": 1.0}),
+    ("DDIM", "ddim", 50, True, {}),
+    ("DPM-Solver++", "dpm_solver++", 20, True, {}),
+    ("DDIM", "ddim", 50, False, {}),
+    ("SDE-DPM-Solver++", "sde_dpm_solver++", 20, False, {}),
 ]
-QUICK_SCHEDULERS = [("DDPM", "ddpm", 40, True), ("DDIM", "ddim", 5, True), ("DPM-Solver++", "dpm_solver++", 4, False)]
+QUICK_SCHEDULERS = [
+    ("DDPM", "diffusers_ddpm", 40, True, {}),
+    ("SDE-DPM-Solver++", "sde_dpm_solver++", 4, True, {}),
+    ("DDIM", "ddim", 5, True, {"eta": 1.0}),
+    ("DPM-Solver++", "dpm_solver++", 4, False, {}),
+]
+#: schedulers that add fresh noise at every step (DDIM too with eta > 0)
+STOCHASTIC = ("ddpm", "diffusers_ddpm", "sde_dpm_solver++")
+
+
+def sampler_label(label: str, steps: int, clip: bool, options: dict[str, Any], name: str) -> str:
+    """E.g. ``"DDIM 50, eta 1 (SDE)"``, ``"DPM-Solver++ 20 (ODE), no latent clipping"``."""
+    eta = float(options.get("eta", 0.0))
+    kind = "SDE" if name in STOCHASTIC or eta > 0 else "ODE"
+    text = f"{label} {steps}" + (f", eta {eta:g}" if "eta" in options else "") + f" ({kind})"
+    return text + ("" if clip else ", no latent clipping")
 
 
 def parse_args():
@@ -272,8 +294,8 @@ def standardizer(reference: dict[str, np.ndarray]):
 
 
 # ----------------------------------------------------------------------------------------------------- sampling
-def sample_all(unet, ae, info, noise, labels, name, steps, batch, device, clip=True):
-    scheduler = build_scheduler(name, **info["noise_schedule"])
+def sample_all(unet, ae, info, noise, labels, name, steps, batch, device, clip=True, options=None):
+    scheduler = build_scheduler(name, **info["noise_schedule"], **(options or {}))
     if clip:
         pred = info["noise_schedule"].get("prediction_type", "epsilon")
         unet = LatentClippedModel(unet, scheduler.alphas_cumprod, info["latent_range"], pred, margin=0.1)
@@ -364,13 +386,17 @@ def main() -> None:
     if not info.get("latent_range"):  # models exported before the range was recorded: estimate it the same way
         info["latent_range"] = LatentScaleFactor(ae, train_ref, num_batches=1, value=info["scale_factor"]).latent_range
         training["latent_range_estimated_by_benchmark"] = True
-    for label, name, steps, clip in schedulers:
-        log(f"sampling {args.num_samples} images with {label} {steps}{'' if clip else ' (no clipping)'} ...")
-        common.set_seed(args.seed)  # DDPM draws its per-step noise from the global generator
-        images, wall, cpu = sample_all(unet, ae, info, noise, labels, name, steps, args.sample_batch, device, clip)
+    for label, name, steps, clip, options in schedulers:
+        sampler = sampler_label(label, steps, clip, options, name)
+        log(f"sampling {args.num_samples} images with {sampler} ...")
+        common.set_seed(args.seed)  # the stochastic samplers draw their per-step noise from the global generator
+        images, wall, cpu = sample_all(
+            unet, ae, info, noise, labels, name, steps, args.sample_batch, device, clip, options
+        )
         row = {
-            "sampler": f"{label} {steps}" + ("" if clip else ", no latent clipping"),
+            "sampler": sampler,
             "scheduler": name,
+            "scheduler_options": options,
             "steps": steps,
             "clip_latents": clip,
             "wall_s_per_image": wall,
@@ -398,16 +424,18 @@ def main() -> None:
     timing_noise = noise[: args.timing_batch]
     timing_labels = None if labels is None else labels[: args.timing_batch]
 
-    def step_fn(name, steps, clip):
+    def step_fn(name, steps, clip, options):
         def run(n):
             for _ in range(n):
-                sample_all(unet, ae, info, timing_noise, timing_labels, name, steps, args.timing_batch, device, clip)
+                sample_all(
+                    unet, ae, info, timing_noise, timing_labels, name, steps, args.timing_batch, device, clip, options
+                )
 
         return run
 
     keys = [r["sampler"] for r in rows]
     wall_t, cpu_t = common.interleaved_timing(
-        {k: step_fn(r["scheduler"], r["steps"], r["clip_latents"]) for k, r in zip(keys, rows)},
+        {k: step_fn(r["scheduler"], r["steps"], r["clip_latents"], r["scheduler_options"]) for k, r in zip(keys, rows)},
         rounds=args.timing_rounds,
         warmup=0,
         device=args.device,
@@ -417,6 +445,9 @@ def main() -> None:
     cpu_summary = common.summarize_times(cpu_t, reference=ref)
     wall_summary = common.summarize_times(wall_t, reference=ref)
     ddpm = rows[0]
+    # "comparable": no further from DDPM 1000 (in KID on the autoencoder features) than two real image sets of this
+    # size are from each other; the old rule, within 2 sd of the subset spread, called a 16x larger KID comparable
+    tolerance = max(references[0]["kid_ae"], 0.0)
     for r in rows:
         k = r["sampler"]
         r["timing_cpu_ms_per_image"] = 1e3 * cpu_summary[k]["median_s"] / args.timing_batch
@@ -424,13 +455,10 @@ def main() -> None:
         r["speedup_cpu"] = 1.0 / cpu_summary[k]["ratio_median"]
         r["speedup_wall"] = 1.0 / wall_summary[k]["ratio_median"]
         r["speedup_cpu_sampling_run"] = ddpm["cpu_s_per_image"] / r["cpu_s_per_image"]
-        tol_ae = 2 * math.hypot(ddpm["kid_ae_std"], r["kid_ae_std"])
-        tol_rn = 2 * math.hypot(ddpm["kid_resnet_std"], r["kid_resnet_std"])
-        r["kid_ae_within_2sd_of_ddpm"] = r["kid_ae"] <= ddpm["kid_ae"] + tol_ae
-        r["kid_resnet_within_2sd_of_ddpm"] = r["kid_resnet"] <= ddpm["kid_resnet"] + tol_rn
-        r["claim_20x_comparable"] = (
-            r["speedup_cpu"] >= 20 and r["kid_ae_within_2sd_of_ddpm"] and r["kid_resnet_within_2sd_of_ddpm"]
-        )
+        r["kid_ae_minus_ddpm"] = r["kid_ae"] - ddpm["kid_ae"]
+        r["kid_ae_tolerance"] = tolerance
+        r["kid_ae_comparable_to_ddpm"] = r["kid_ae_minus_ddpm"] <= tolerance
+        r["claim_20x_comparable"] = r["speedup_cpu"] >= 20 and r["kid_ae_comparable_to_ddpm"]
 
     if not args.no_grid and not args.quick:
         from PIL import Image
@@ -448,6 +476,7 @@ def main() -> None:
         ("speedup_cpu", "speed-up vs DDPM (CPU)"),
         ("kid_ae", "KID x1e3 (AE)"),
         ("kid_ae_std", "± sd"),
+        ("kid_ae_minus_ddpm", "KID (AE) − DDPM"),
         ("fid_ae", "FID (AE)"),
         ("kid_resnet", "KID x1e3 (ResNet)"),
         ("kid_resnet_std", "± sd"),
@@ -460,7 +489,9 @@ def main() -> None:
         f"same noise and labels for every sampler; {args.num_samples} samples each vs the {len(real_val)} held-out "
         f"val images. Timing: batches of {args.timing_batch}, {args.timing_rounds} interleaved rounds, "
         f"{torch.get_num_threads()} torch thread(s), medians; decoding included. KID: {args.kid_subsets} subsets of "
-        f"{args.kid_subset_size}. Features: AE = autoencoder posterior means; ResNet = {spaces.resnet_name}.",
+        f"{args.kid_subset_size} (± sd: spread over subsets). Features: AE = autoencoder posterior means; ResNet = "
+        f"{spaces.resnet_name}. Comparable quality: KID (AE) at most {rows[0]['kid_ae_tolerance']:.1f} (the real "
+        "train vs val KID) above DDPM 1000's. SDE: stochastic sampler; ODE: deterministic (probability-flow ODE).",
         "",
         common.markdown_table(rows + references, columns, digits=2),
     ]

@@ -1,7 +1,7 @@
 """Latent diffusion data expansion: schedulers, latent helpers, class-conditional sampling and synthetic datalists.
 
 Import-light: submodules are loaded on first attribute access, and diffusers only when a diffusers solver is built
-(``build_scheduler("dpm_solver++")``, ``DiffusersSchedulerAdapter``). Bundle configs can use
+(``build_scheduler("sde_dpm_solver++")``, ``DiffusersSchedulerAdapter``). Bundle configs can use
 ``"_target_": "monai_dclcstp.generative.build_scheduler"`` or ``"$monai_dclcstp.generative.compute_scale_factor(...)"``.
 """
 
@@ -14,6 +14,7 @@ _EXPORTS = {
     # schedulers
     "build_scheduler": "schedulers",
     "SCHEDULER_NAMES": "schedulers",
+    "EtaDDIMScheduler": "schedulers",
     "DiffusersSchedulerAdapter": "scheduler_adapter",
     "SUPPORTED_DIFFUSERS_SCHEDULERS": "scheduler_adapter",
     # latent space
@@ -100,7 +101,7 @@ if TYPE_CHECKING:
     from .sampling import class_conditioned, sample_images
     from .scale_factor import LatentScaleFactor
     from .scheduler_adapter import SUPPORTED_DIFFUSERS_SCHEDULERS, DiffusersSchedulerAdapter
-    from .schedulers import SCHEDULER_NAMES, build_scheduler
+    from .schedulers import SCHEDULER_NAMES, EtaDDIMScheduler, build_scheduler
     from .synthesis import synthesize, write_synthetic_datalist
     from .writers import atomic_write, safe_output_path, save_json, save_nifti, save_png, to_uint8
 

@@ -16,20 +16,21 @@ __all__ = ["DiffusionSamplePreview"]
 class DiffusionSamplePreview:
     """``preview(engine=None) -> images (N, C, H, W[, D])``: decoded samples from the same noise every time.
 
-    The noise is drawn once (seeded) so successive grids show the same samples getting better. Sampling runs under
-    ``torch.no_grad`` with the networks in eval mode (their previous modes are restored) and inside
-    ``torch.random.fork_rng``, so the training's random stream is not disturbed.
+    The noise is drawn once (seeded) so successive grids show the same samples getting better; stochastic samplers
+    (e.g. ``"sde_dpm_solver++"``) also get the same per-step noise every time (the global generator is seeded with
+    ``seed`` for the preview). Sampling runs under ``torch.no_grad`` with the networks in eval mode (their previous
+    modes are restored) and inside ``torch.random.fork_rng``, so the training's random stream is not disturbed.
 
     Args:
         diffusion_model: the diffusion U-Net being trained.
-        scheduler: a sampling scheduler (a fast one, e.g. ``build_scheduler("dpm_solver++", ...)``).
+        scheduler: a sampling scheduler (a fast one, e.g. ``build_scheduler("sde_dpm_solver++", ...)``).
         latent_shape: ``(C_latent, *latent_spatial)``.
         autoencoder: the frozen ``AutoencoderKL`` (``None``: image-space diffusion).
         scale_factor: latent scale factor (float or anything with ``__float__``, read at each call).
         num_images: samples per preview.
         num_inference_steps: sampling steps.
         num_classes: for a class-conditional model, labels cycle through ``0 .. num_classes - 1``; 0 otherwise.
-        seed: seed of the fixed noise.
+        seed: seed of the fixed noise and of the stochastic samplers' per-step noise.
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class DiffusionSamplePreview:
         self.autoencoder = autoencoder
         self.scale_factor = scale_factor
         self.num_inference_steps = int(num_inference_steps)
+        self.seed = int(seed)
         self.noise = torch.randn(
             (int(num_images), *[int(s) for s in latent_shape]), generator=torch.Generator().manual_seed(seed)
         )
@@ -64,6 +66,7 @@ class DiffusionSamplePreview:
         devices = [device] if device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.seed)
                 for m in modules:
                     m.eval()
                 return sample_images(

@@ -84,6 +84,18 @@ def write_synthetic_datalist(
     return save_json(datalist, safe_output_path(root, name), overwrite=overwrite)
 
 
+#: diffusers solver options worth recording with the synthetic data (they change what the samples look like).
+_RECORDED_OPTIONS = ("algorithm_type", "solver_order", "timestep_spacing", "use_lu_lambdas", "use_karras_sigmas")
+
+
+def _scheduler_options(scheduler: Any) -> dict[str, Any]:
+    """The options that tell e.g. the stochastic SDE-DPM-Solver++ from the ODE one (same diffusers class)."""
+    inner = getattr(scheduler, "diffusers_scheduler", None)
+    if inner is not None:
+        return {k: inner.config[k] for k in _RECORDED_OPTIONS if k in inner.config}
+    return {"eta": float(scheduler.eta)} if hasattr(scheduler, "eta") else {}
+
+
 def _plan(
     num_samples: int | None,
     class_counts: Sequence[int] | Mapping[int, int] | None,
@@ -235,6 +247,7 @@ def synthesize(
 
     generation = {
         "scheduler": getattr(scheduler, "diffusers_name", type(scheduler).__name__),
+        "scheduler_options": _scheduler_options(scheduler),
         "num_inference_steps": num_inference_steps,
         "seed": int(seed),
         "scale_factor": float(scale_factor),

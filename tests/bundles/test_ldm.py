@@ -253,6 +253,7 @@ def test_sample_class_counts_and_pretrain_consumes_the_datalist(trained, tmp_pat
     datalist = wf.parser.get_parsed_content("synthesis")
     _check_synthetic(synthetic, datalist, {0: 3, 1: 2}, IMAGE_SIZE)
     assert datalist["generation"]["scheduler"] == "DPMSolverMultistepScheduler"
+    assert datalist["generation"]["scheduler_options"]["algorithm_type"] == "sde-dpmsolver++"  # the default
     assert datalist["generation"]["num_inference_steps"] == 3
 
     # the pretraining bundle takes the datalist as it is

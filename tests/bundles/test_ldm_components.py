@@ -430,6 +430,15 @@ def test_sample_preview_fixed_noise_restores_modes_and_rng():
     assert first.shape == (4, 1, 16, 16) and unet.training and not ae.training
     assert torch.allclose(preview(), first)
     assert preview.labels.tolist() == [0, 1, 0, 1]
+    # a stochastic sampler gets the same per-step noise at every preview, whatever the training's random state
+    stochastic = DiffusionSamplePreview(
+        unet, build_scheduler("sde_dpm_solver++"), (3, 4, 4), autoencoder=ae, scale_factor=0.5, num_images=4,
+        num_inference_steps=3, num_classes=2,
+    )  # fmt: skip
+    torch.manual_seed(1)
+    a = stochastic()
+    torch.manual_seed(2)
+    torch.testing.assert_close(stochastic(), a)
 
 
 def test_conditional_unet_factory():

@@ -70,7 +70,9 @@ def _oracle(prediction_type: str, clean: torch.Tensor):
     return model
 
 
-@pytest.mark.parametrize("name", ["ddpm", "ddim", "pndm", "dpm_solver++", "unipc", "diffusers_ddim", "diffusers_ddpm"])
+@pytest.mark.parametrize(
+    "name", ["ddpm", "ddim", "pndm", "dpm_solver++", "sde_dpm_solver++", "unipc", "diffusers_ddim", "diffusers_ddpm"]
+)
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_schedulers_recover_point_mass(name, prediction_type):
     """With an exact noise prediction every sampler must land on the data point (checks betas and timestep wiring)."""

@@ -64,6 +64,7 @@ def test_synthesize_2d_class_conditional(tmp_path, tiny_unet, tiny_autoencoder):
     img = LoadImage(image_only=True, ensure_channel_first=True)(str(out / datalist["training"][0]["image"]))
     assert tuple(img.shape) == (1, 16, 16)
     assert datalist["generation"]["scheduler"] == "DPMSolverMultistepScheduler"
+    assert datalist["generation"]["scheduler_options"]["algorithm_type"] == "dpmsolver++"
 
     # second run into the same folder: refused before sampling, files untouched
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
