@@ -294,6 +294,7 @@ def test_sample_balance_rule_and_cli(trained, tmp_path):
         "--num_samples", "5",
         "--class_weights", "balance",
         "--scheduler", "ddim",
+        "--scheduler_options", "{'eta': 1.0}",
         "--num_inference_steps", "2",
         "--guidance_scale", "2.0",
         "--device", "cpu",
@@ -303,7 +304,9 @@ def test_sample_balance_rule_and_cli(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     datalist = json.loads((synthetic / "datalist.json").read_text())
     _check_synthetic(synthetic, datalist, {0: 3, 1: 2}, IMAGE_SIZE)  # real 4/4: ties go to the lower class first
-    assert datalist["generation"]["guidance_scale"] == 2.0 and datalist["generation"]["scheduler"] == "DDIMScheduler"
+    assert datalist["generation"]["guidance_scale"] == 2.0
+    assert datalist["generation"]["scheduler"] == "EtaDDIMScheduler"  # stochastic DDIM from --scheduler_options
+    assert datalist["generation"]["scheduler_options"] == {"eta": 1.0}
     assert "wrote 5 images" in proc.stdout + proc.stderr
     assert "predicted latents clipped to the real range + 10%" in proc.stdout + proc.stderr
     # a second run into the same folder refuses to overwrite (before sampling)
