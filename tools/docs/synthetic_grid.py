@@ -93,7 +93,13 @@ def main() -> None:
     diffusion = models.get("diffusion", {})
     autoencoder = models.get("autoencoder", {})
     details = [
-        f"{generation.get('scheduler', '?')}, {generation.get('num_inference_steps', '?')} steps",
+        f"{generation.get('scheduler', '?')}"
+        + (
+            f" ({generation['scheduler_options']['algorithm_type']})"
+            if "algorithm_type" in (generation.get("scheduler_options") or {})
+            else ""
+        )
+        + f", {generation.get('num_inference_steps', '?')} steps",
         f"autoencoder {autoencoder.get('epochs_trained', '?')} epochs",
         f"diffusion model {diffusion.get('epochs_trained', '?')} epochs",
         f"trained on {autoencoder.get('num_training_items', '?')} images",
