@@ -36,7 +36,8 @@ What it does:
 5. Verdict per sampler: ">= 20x faster at comparable quality" when the interleaved CPU speed-up is >= 20 and its
    KID(ae) exceeds DDPM 1000's by no more than the KID(ae) between two real image sets (real train vs val: the
    distance that sampling alone puts between two sets of real images of this size). KID(resnet) is reported but not
-   used: on random features its real-vs-real value is about 0 with a spread of +-260, far wider than the differences.
+   used: its features depend on which encoder ``--encoder`` finds (a random ResNet-18 without one, whose
+   real-vs-real KID spread of about +-260 is wider than the differences), the AE space is the same on every run.
 
 Results: ``benchmarks/results/ldm_sampling.json`` / ``.md`` and a grid of samples (same noise; rows: real val
 images, then the samplers in table order) at ``bundles/ldm/docs/ldm_sampling_samples.png``.
@@ -491,7 +492,8 @@ def main() -> None:
         f"{torch.get_num_threads()} torch thread(s), medians; decoding included. KID: {args.kid_subsets} subsets of "
         f"{args.kid_subset_size} (± sd: spread over subsets). Features: AE = autoencoder posterior means; ResNet = "
         f"{spaces.resnet_name}. Comparable quality: KID (AE) at most {rows[0]['kid_ae_tolerance']:.1f} (the real "
-        "train vs val KID) above DDPM 1000's. SDE: stochastic sampler; ODE: deterministic (probability-flow ODE).",
+        f"train vs val KID) above {rows[0]['sampler']}'s. SDE: stochastic sampler; ODE: deterministic (probability-flow "
+        "ODE).",
         "",
         common.markdown_table(rows + references, columns, digits=2),
     ]

@@ -12,9 +12,9 @@ at every step; DDIM (``eta=0``), ``"dpm_solver++"``, UniPC and PNDM integrate th
 noise prediction both reach the data distribution, but the ODE carries every error of the network along to the end,
 while the noise of the stochastic samplers washes errors of the early (high-noise) steps out (Song et al. 2021, section
 4.3; Karras et al. 2022, section 4). On the bundle's PneumoniaMNIST model (``benchmarks/bench_ldm_sampling.py``) the ODE
-solvers' samples had about 1.3-2x the per-channel latent spread of the real latents and a 12-20x larger KID than DDPM
-1000, whatever the step count (DDIM 50 and DDIM 200 alike), while SDE-DPM-Solver++ 20 and DDIM 50 with ``eta=1`` were
-close to DDPM; hence the stochastic default of the bundle.
+solvers' latents had 1.25-1.7x the per-channel spread of the real latents and their KID was 18-20x DDPM 1000's,
+whatever the step count (DDIM 50 and DDIM 200 alike), while SDE-DPM-Solver++ 20 and DDIM 50 with ``eta=1`` were close
+to DDPM; hence the stochastic default of the bundle.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ _MONAI = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "monai_pndm": PNDMSchedu
 # name -> (diffusers class, defaults that make the name mean what it says)
 _DIFFUSERS: dict[str, tuple[str, dict[str, Any]]] = {
     "dpm_solver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    # log-SNR-uniform steps (DPM-Solver's own choice): diffusers' default, uniform in t, makes the 20-step samples of
-    # the PneumoniaMNIST model (and of a Gaussian with an exact denoiser) about 10-20 % too narrow
+    # log-SNR-uniform steps (DPM-Solver's own choice): diffusers' default, uniform in t, makes 20-step samples too
+    # narrow (std 0.37 instead of 0.40 in the PneumoniaMNIST model's narrowest latent channel; 20 % too narrow for a
+    # Gaussian with an exact denoiser, tests/generative/test_stochastic_sampling.py)
     "sde_dpm_solver++": (
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "use_lu_lambdas": True},
