@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundle_test_utils import tiny_datalist  # noqa: E402
 from monai.transforms import LoadImage
 
 from monai_dclcstp.generative import LatentScaleFactor, read_model_info
@@ -75,30 +76,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def tiny_datalist(folder: Path, n_train: int = 8, n_val: int = 4) -> Path:
-    """The first ``n / 2`` images of each class of the embedded sample, absolute paths."""
-    data = json.loads((SAMPLE / "datalist.json").read_text())
-
-    def take(items, n):
-        out = []
-        for c in (0, 1):
-            out += [dict(it, image=str(SAMPLE / it["image"])) for it in items if it["label"] == c][: n // 2]
-        return out
-
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "datalist.json"
-    path.write_text(
-        json.dumps(
-            {
-                "classes": data["classes"],
-                "training": take(data["training"], n_train),
-                "validation": take(data["validation"], n_val),
-            }
-        )
-    )
-    return path
 
 
 def run_workflow(config: str | Path, workflow_type: str | None = "train", **overrides):

@@ -6,15 +6,11 @@ single process) and rank 0 alone writes the checkpoint, TensorBoard events and t
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from bundle_test_utils import tiny_datalist, torchrun  # noqa: E402
 
 from monai_dclcstp.generative import read_model_info
 
@@ -42,50 +38,16 @@ TINY_DIFFUSION = {
 }
 
 
-def tiny_datalist(folder: Path, n_train: int = 8, n_val: int = 4) -> Path:
-    """The first ``n / 2`` images of each class of the embedded sample (absolute paths)."""
-    data = json.loads((SAMPLE / "datalist.json").read_text())
-
-    def take(items, n):
-        out = []
-        for c in (0, 1):
-            out += [dict(it, image=str(SAMPLE / it["image"])) for it in items if it["label"] == c][: n // 2]
-        return out
-
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "datalist.json"
-    training, validation = take(data["training"], n_train), take(data["validation"], n_val)
-    path.write_text(json.dumps({"classes": data["classes"], "training": training, "validation": validation}))
-    return path
-
-
-def torchrun(config: str, overrides: dict, cwd: Path, timeout: float = 600) -> str:
-    """``config`` + ``multi_gpu_train.json`` with 2 gloo processes; the combined log after checking success."""
-    files = f"['{CONFIGS / config}','{CONFIGS / 'multi_gpu_train.json'}']"
-    args = [a for k, v in overrides.items() for a in (f"--{k}", str(v))]  # Python literals, as fire parses them
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "monai.bundle", "run", "--config_file", files, *args,
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers included
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-3000:]}\n{err[-5000:]}"
-    return out + err
+def stack(config: str) -> list[Path]:
+    """``config`` with the multi-GPU overlay on top."""
+    return [CONFIGS / config, CONFIGS / "multi_gpu_train.json"]
 
 
 @pytest.fixture(scope="module")
 def autoencoder_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ldm_dist")
     datalist = tiny_datalist(root / "data")
-    log = torchrun("train_autoencoder.json", {**TINY_AE, "datalist": datalist, "output_dir": root / "out"}, root)
+    log = torchrun(stack("train_autoencoder.json"), {**TINY_AE, "datalist": datalist, "output_dir": root / "out"}, root)
     return {"root": root, "out": root / "out", "datalist": datalist, "log": log}
 
 
@@ -111,7 +73,7 @@ def test_two_process_autoencoder_writes_one_model(autoencoder_run):
 def test_two_process_diffusion_on_the_autoencoder(autoencoder_run):
     out = autoencoder_run["out"]
     overrides = {**TINY_DIFFUSION, "datalist": autoencoder_run["datalist"], "output_dir": out}
-    log = torchrun("train_diffusion.json", overrides, autoencoder_run["root"])
+    log = torchrun(stack("train_diffusion.json"), overrides, autoencoder_run["root"])
     assert log.count("exported") == 1
     ckpt = torch.load(out / "diffusion" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     assert ckpt["trainer"]["iteration"] == 2

@@ -9,17 +9,13 @@ the same everywhere). A test-only overlay writes each rank's fingerprints in ``f
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from bundle_test_utils import tiny_datalist  # noqa: E402
+from bundle_test_utils import tiny_datalist, torchrun  # noqa: E402
 
 from monai_dclcstp.networks import MultiScaleResNet
 from monai_dclcstp.utils import load_pretrained_encoder, read_encoder_info
@@ -58,28 +54,6 @@ def fingerprint_overlay(folder: Path) -> Path:
     path = folder / "fingerprint.json"
     path.write_text(json.dumps({"imports": imports, "finalize": [FINGERPRINT, *overlay["finalize"]]}))
     return path
-
-
-def torchrun(configs: list[Path], overrides: dict, cwd: Path, timeout: float = 600) -> str:
-    """Run the bundle with 2 gloo processes; returns the combined log (stdout + stderr) after checking success."""
-    files = "[" + ",".join(f"'{c}'" for c in configs) + "]"
-    args = [a for k, v in overrides.items() for a in (f"--{k}", str(v))]
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "monai.bundle", "run", "--config_file", files, *args,
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers included
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-3000:]}\n{err[-5000:]}"
-    return out + err
 
 
 def read_fingerprints(out: Path) -> list[dict]:
