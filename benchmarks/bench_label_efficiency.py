@@ -1133,11 +1133,7 @@ def plot(payload: Mapping[str, Any], path: Path) -> Path | None:
         ax.set_ylim(max(0.0, lo - 0.1), 1.0)
         ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return common.save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------- main

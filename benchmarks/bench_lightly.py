@@ -357,10 +357,7 @@ def plot_curves(curves: dict[str, list[dict]], targets: dict[str, float], path) 
         ax.set_title(f"kNN (k=20) {title}, PneumoniaMNIST val", fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def main() -> None:

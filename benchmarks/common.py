@@ -311,6 +311,17 @@ def write_results(
     return json_path, md_path
 
 
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def load_results(name: str, out_dir: Path = RESULTS_DIR) -> dict | None:
     """The JSON payload of a results file, or ``None`` when it was not produced yet."""
     path = Path(out_dir) / f"{name}.json"

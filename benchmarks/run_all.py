@@ -163,11 +163,7 @@ def plot_step(payload: dict, path: Path) -> Path:
     ax.set_title(payload.get("setting", "")[:90], fontsize=8)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return common.save_figure(fig, path)
 
 
 def summary_section(results: Path) -> str:
