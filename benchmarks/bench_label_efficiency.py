@@ -12,7 +12,8 @@ several fine-tuning seeds, and evaluated by its ``evaluate.json``. Variants:
   ``network_def#encoder#grid c5``);
 - ``full``: DCL-CsTP as the bundle ships it (C3-C5 tokens on the C4 grid, ``lambda_local 0.5``);
 - ``full_ldm``: ``full`` + synthetic images of the LDM bundle (``synthetic_datalist``), when a synthetic datalist is
-  given (``--synthetic-datalist``).
+  given (``--synthetic-datalist``); a fraction ``--synthetic-ratio`` of the pretraining set is synthetic and the epochs
+  shrink by ``1 - ratio``, so it trains for the same number of iterations as the other variants.
 
 Protocol (no test-set selection): the train split is split once (seed 0, stratified) into a **labelled pool** (90 %,
 the 1/10/100 % subsets are drawn from it with the bundle's own ``train_fraction`` + ``seed``) and a **dev** set (10 %:
@@ -1194,6 +1195,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def same_iterations(base: Mapping[str, Any], synthetic_ratio: float) -> dict[str, Any]:
+    """Epoch overrides that keep the pretraining budget (iterations, warm-up, momentum schedule) of ``base``.
+
+    A synthetic fraction ``r`` makes an epoch ``1 / (1 - r)`` times longer, so the ``full_ldm`` variant runs
+    ``(1 - r)`` of the epochs: it sees as many images (real + synthetic) as the other variants see real ones.
+    """
+    keep = 1.0 - float(synthetic_ratio)
+    epochs = base["max_epochs"] * keep
+    if abs(epochs - round(epochs)) > 1e-6 or round(epochs) < 1:
+        raise ValueError(
+            f"--pretrain-epochs {base['max_epochs']} x (1 - --synthetic-ratio {synthetic_ratio}) = {epochs:g} is not a "
+            "whole number of epochs; pick values whose product is one, so every variant has the same budget."
+        )
+    return {"max_epochs": round(epochs), "warmup_epochs": base["warmup_epochs"] * keep, "save_interval": round(epochs)}
+
+
 def run_pneumonia(s: argparse.Namespace, cache: RunCache, log: Callable[[str], None]) -> dict[str, Any]:
     from monai_dclcstp.data import load_datalist
 
@@ -1219,7 +1236,7 @@ def run_pneumonia(s: argparse.Namespace, cache: RunCache, log: Callable[[str], N
                 )
                 continue
             ov.update({"synthetic_datalist": str(Path(s.synthetic_datalist).resolve()),
-                       "synthetic_ratio": s.synthetic_ratio})  # fmt: skip
+                       "synthetic_ratio": s.synthetic_ratio, **same_iterations(base, s.synthetic_ratio)})  # fmt: skip
         pre = pretrain(s, cache, f"pretrain-{key}", data["pretrain_datalist"], ov)
         if pre is None:
             res["not_measured"][key] = "not run yet (no cached pretraining run)."

@@ -7,6 +7,8 @@ seeded identically), the same optimiser (AdamW), temperature and queue length:
 
 - ``dclcstp``: ``DCLCsTPNet(DualStreamEncoder())`` + ``DualStreamLoss`` (global InfoNCE with queue + geometric dense
   InfoNCE), symmetric: both views through the online and the momentum encoder; the step of ``DCLCsTPTrainer``.
+- ``dclcstp_asym``: the same network and loss with ``DCLCsTPNet(symmetric=False)`` (the pretraining bundle's
+  ``--symmetric False``): view 1 through the online encoder, view 2 through the momentum encoder, one-sided loss terms.
 - ``densecl``: lightly's DenseCL (``DenseCLProjectionHead`` x2, ``NTXentLoss`` with memory banks,
   ``select_most_similar``, ``update_momentum``), asymmetric as in lightly's example: view 1 through the query encoder,
   view 2 through the momentum encoder.
@@ -49,14 +51,21 @@ from monai_dclcstp.networks.nets.multiscale_backbone import MultiScaleResNet
 from monai_dclcstp.transforms import TwoViewAugment
 from monai_dclcstp.utils.momentum import cosine_schedule, deactivate_requires_grad
 
-METHODS = ("dclcstp", "densecl", "mocov2", "simclr")
+METHODS = ("dclcstp", "dclcstp_asym", "densecl", "mocov2", "simclr")
 LABELS = {
     "dclcstp": "DCL-CsTP (this package)",
+    "dclcstp_asym": "DCL-CsTP, asymmetric (this package)",
     "densecl": "DenseCL (lightly)",
     "mocov2": "MoCo v2 (lightly)",
     "simclr": "SimCLR (lightly)",
 }
-COLORS = {"dclcstp": "tab:red", "densecl": "tab:blue", "mocov2": "tab:green", "simclr": "tab:orange"}
+COLORS = {
+    "dclcstp": "tab:red",
+    "dclcstp_asym": "tab:purple",
+    "densecl": "tab:blue",
+    "mocov2": "tab:green",
+    "simclr": "tab:orange",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------- data
@@ -119,9 +128,11 @@ class Method:
 
 class DCLCsTP(Method):
     passes = 2  # each view: online (fwd+bwd) and momentum (fwd)
+    symmetric = True
 
     def __init__(self, args) -> None:
-        self.net = DCLCsTPNet(DualStreamEncoder(spatial_dims=2, in_channels=1, backbone="resnet18")).train()
+        encoder = DualStreamEncoder(spatial_dims=2, in_channels=1, backbone="resnet18")
+        self.net = DCLCsTPNet(encoder, symmetric=self.symmetric).train()
         self.loss = DualStreamLoss(0.5, args.temperature, queue_size=args.queue_size, embed_dim=128)
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=args.lr, weight_decay=args.weight_decay)
@@ -136,6 +147,14 @@ class DCLCsTP(Method):
         self.opt.step()
         self.net.update_momentum(cosine_schedule(it, self.max_steps, 0.99, 1.0))
         return float(loss.detach())
+
+
+class DCLCsTPAsymmetric(DCLCsTP):
+    """``DCLCsTPNet(symmetric=False)``: view 1 through the online encoder, view 2 through the momentum encoder, as
+    lightly's DenseCL and MoCo v2 examples (the pretraining bundle's ``--symmetric False``)."""
+
+    passes = 1
+    symmetric = False
 
 
 class _LightlyMomentumMethod(Method):
@@ -251,7 +270,13 @@ class SimCLR(Method):
         return float(loss.detach())
 
 
-BUILDERS: dict[str, Callable] = {"dclcstp": DCLCsTP, "densecl": DenseCL, "mocov2": MoCoV2, "simclr": SimCLR}
+BUILDERS: dict[str, Callable] = {
+    "dclcstp": DCLCsTP,
+    "dclcstp_asym": DCLCsTPAsymmetric,
+    "densecl": DenseCL,
+    "mocov2": MoCoV2,
+    "simclr": SimCLR,
+}
 
 
 # ------------------------------------------------------------------------------------------------------------ kNN

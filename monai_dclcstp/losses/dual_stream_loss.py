@@ -1,4 +1,4 @@
-"""DCL-CsTP objective: ``(1 - lambda) * global InfoNCE + lambda * local dense InfoNCE``, both symmetrised."""
+"""DCL-CsTP objective: ``(1 - lambda) * global InfoNCE + lambda * local dense InfoNCE``, symmetrised over the views."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ class DualStreamLoss(nn.Module):
     Both terms are symmetric over the views: ``L_global = (G(q1, k2) + G(q2, k1)) / 2`` with
     :class:`GlobalInfoNCELoss` ``G`` (queries from the online encoder, keys from the momentum encoder), and likewise
     ``L_local`` with :class:`DenseInfoNCELoss` on the token maps and the views' geometry. The queue (if any) is updated
-    once per step, after both global terms, with the keys of both views.
+    once per step, after both global terms, with the keys of both views. The outputs of an asymmetric network
+    (``DCLCsTPNet(symmetric=False)``: only ``*_q1`` and ``*_k2``) give the one-sided terms ``G(q1, k2)`` and
+    ``L(q1, k2)``, and only ``k2`` enters the queue (as MoCo v2 and DenseCL).
 
     Args:
         lambda_local: weight ``λ`` in ``[0, 1]`` of the local stream (0 = global only, 1 = local only).
@@ -63,19 +65,21 @@ class DualStreamLoss(nn.Module):
         → ``{"loss", "loss_global", "loss_local"}`` (scalars; a skipped term is a zero tensor)."""
         zero = outputs["global_q1"].new_zeros(())
         loss_global, loss_local = zero, zero
+        symmetric = "global_q2" in outputs
         if self.lambda_local < 1.0:
             g = self.global_loss
-            loss_global = 0.5 * (
-                g(outputs["global_q1"], outputs["global_k2"], update_queue=False)
-                + g(outputs["global_q2"], outputs["global_k1"], update_queue=False)
-            )
+            loss_global = g(outputs["global_q1"], outputs["global_k2"], update_queue=False)
+            if symmetric:
+                loss_global = 0.5 * (loss_global + g(outputs["global_q2"], outputs["global_k1"], update_queue=False))
             if g.queue_size:
-                keys = torch.cat([outputs["global_k1"], outputs["global_k2"]]).detach()
+                keys = torch.cat([outputs["global_k1"], outputs["global_k2"]]) if symmetric else outputs["global_k2"]
+                keys = keys.detach()
                 g.enqueue(dist.gather_no_grad(keys) if g.gather_distributed else keys)
         if self.lambda_local > 0.0:
-            loss_local = 0.5 * (
-                self.local_loss(outputs["local_q1"], outputs["local_k2"], geometry1, geometry2)
-                + self.local_loss(outputs["local_q2"], outputs["local_k1"], geometry2, geometry1)
-            )
+            loss_local = self.local_loss(outputs["local_q1"], outputs["local_k2"], geometry1, geometry2)
+            if symmetric:
+                loss_local = 0.5 * (
+                    loss_local + self.local_loss(outputs["local_q2"], outputs["local_k1"], geometry2, geometry1)
+                )
         loss = (1.0 - self.lambda_local) * loss_global + self.lambda_local * loss_local
         return {"loss": loss, "loss_global": loss_global, "loss_local": loss_local}

@@ -129,6 +129,7 @@ def test_cli_from_repo_root(tmp_path):
     method = info["method"]
     assert method["name"] == "dcl-cstp" and method["epochs"] == 1 and method["iterations"] == 2
     assert method["lambda_local"] == 0.5 and method["temperature"] == 0.2 and method["data_size"] == 8
+    assert method["symmetric"] is True
     assert method["synthetic_fraction"] == 0.0
     assert info["training_config"]["data_source"] == str(datalist)
     assert info["monitoring"]["knn_start"]["epoch"] == 0 and info["monitoring"]["knn_final"]["epoch"] == 1
@@ -223,8 +224,10 @@ def test_dataset_dir_with_synthetic_mixing(tmp_path):
         dataset_dir=str(tmp_path / "scans"),
         synthetic_datalist=str(synth / "datalist.json"),
         synthetic_ratio=0.25,
+        symmetric=False,  # and the asymmetric (MoCo v2 / DenseCL) step
         output_dir=str(out),
     )
+    assert wf.parser.get_parsed_content("network_def").symmetric is False
     items = wf.parser.get_parsed_content("train#items")
     assert len(items) == 8 and sum(it["synthetic"] for it in items) == 2
     batch = next(iter(wf.parser.get_parsed_content("train#dataloader")))
@@ -233,6 +236,7 @@ def test_dataset_dir_with_synthetic_mixing(tmp_path):
     wf.run()
     info = read_encoder_info(out / "encoder.pt")
     assert info["method"]["synthetic_fraction"] == 0.25 and info["method"]["num_synthetic"] == 2
+    assert info["method"]["symmetric"] is False
     assert info["monitoring"] == {}  # unlabelled folder: the kNN monitor is off
 
 

@@ -109,3 +109,17 @@ def test_without_geometry_falls_back_to_feature_matching():
 def test_bad_lambda(lambda_local):
     with pytest.raises(ValueError, match="lambda_local"):
         DualStreamLoss(lambda_local)
+
+
+@pytest.mark.parametrize("lambda_local", [0.0, 0.5, 1.0])
+def test_asymmetric_outputs_give_one_sided_terms_and_queue_only_k2(lambda_local):
+    out = {k: v for k, v in _outputs(5).items() if k.endswith(("q1", "k2"))}  # DCLCsTPNet(symmetric=False)
+    loss_fn = DualStreamLoss(lambda_local, temperature=0.2, queue_size=4 * B, embed_dim=D)
+    result = loss_fn(out, GEOM1, GEOM2)
+    expected_g = GlobalInfoNCELoss(0.2, queue_size=0, embed_dim=D)(out["global_q1"], out["global_k2"])
+    expected_l = DenseInfoNCELoss(0.2)(out["local_q1"], out["local_k2"], GEOM1, GEOM2)
+    torch.testing.assert_close(result["loss"], (1 - lambda_local) * expected_g + lambda_local * expected_l)
+    if lambda_local < 1.0:
+        assert torch.equal(loss_fn.global_loss.queued_keys(), out["global_k2"])  # B keys, not 2B
+    else:
+        assert int(loss_fn.global_loss.queue_filled) == 0

@@ -121,3 +121,28 @@ def test_forward_outputs_and_view_mismatch():
     with pytest.raises(ValueError, match="same shape"):
         net(v1, torch.rand(3, 1, 32, 48))
     assert net.backbone is net.online.backbone
+
+
+def test_asymmetric_forward_sends_each_view_through_one_encoder():
+    """``symmetric=False`` (MoCo v2 / DenseCL): view 1 → online only, view 2 → momentum only; the loss is one-sided."""
+    torch.manual_seed(0)
+    net = DCLCsTPNet(DualStreamEncoder(2, 1, **SMALL), symmetric=False).train()
+    with torch.no_grad():
+        for p in net.momentum_encoder.parameters():  # a twin that differs from the online encoder
+            p.add_(0.05 * torch.randn_like(p))
+    v1, v2 = torch.rand(3, 1, 32, 32), torch.rand(3, 1, 32, 32)
+    out = net(v1, v2)
+    assert set(out) == {"global_q1", "local_q1", "global_k2", "local_k2"}
+    assert out["global_q1"].requires_grad and not out["global_k2"].requires_grad
+    net.eval()
+    with torch.no_grad():
+        g1, l1 = net.online(v1)
+        g2, l2 = net.momentum_encoder(v2)
+        out_eval = net(v1, v2)
+    torch.testing.assert_close(out_eval["global_q1"], g1)
+    torch.testing.assert_close(out_eval["local_q1"], l1)
+    torch.testing.assert_close(out_eval["global_k2"], g2)
+    torch.testing.assert_close(out_eval["local_k2"], l2)
+    geometry = identity_geometry((32, 32), batch_size=3)
+    DualStreamLoss(0.5, queue_size=8, embed_dim=8)(out, geometry, geometry)["loss"].backward()
+    _assert_gradients(net)

@@ -94,15 +94,20 @@ class DCLCsTPNet(nn.Module):
         encoder: the online encoder; a deep copy becomes the frozen momentum twin.
         momentum: whether to keep a momentum twin; ``False`` uses the online encoder (detached) for the keys, i.e. a
             SimCLR-style symmetric setup.
+        symmetric: ``True`` (default, as MoCo v3) sends both views through both encoders and the loss is symmetrised;
+            ``False`` (as MoCo v2 / DenseCL) sends view 1 through the online encoder only and view 2 through the
+            momentum encoder only, which halves the cost of a step (one query term per step instead of two).
 
     Outputs of ``forward`` (dict): ``global_q1, global_q2`` ``(B, D)`` and ``local_q1, local_q2`` ``(B, D, *grid)``
-    from the online encoder (with gradients), ``global_k1, global_k2, local_k1, local_k2`` from the momentum encoder.
+    from the online encoder (with gradients), ``global_k1, global_k2, local_k1, local_k2`` from the momentum encoder;
+    with ``symmetric=False`` only ``global_q1, local_q1, global_k2, local_k2``.
     """
 
-    def __init__(self, encoder: DualStreamEncoder, momentum: bool = True) -> None:
+    def __init__(self, encoder: DualStreamEncoder, momentum: bool = True, symmetric: bool = True) -> None:
         super().__init__()
         self.online = encoder
         self.momentum_encoder = deactivate_requires_grad(copy.deepcopy(encoder)) if momentum else None
+        self.symmetric = bool(symmetric)
 
     @property
     def backbone(self) -> MultiScaleResNet:
@@ -125,6 +130,11 @@ class DCLCsTPNet(nn.Module):
             raise ValueError(
                 f"the two views must have the same shape, got {tuple(view1.shape)} and {tuple(view2.shape)}."
             )
+        if not self.symmetric:
+            g_q, l_q = self.online(view1)
+            with torch.no_grad():
+                g_k, l_k = (self.momentum_encoder or self.online)(view2)
+            return {"global_q1": g_q, "local_q1": l_q, "global_k2": g_k, "local_k2": l_k}
         b = view1.shape[0]
         both = torch.cat([view1, view2], dim=0)
         g_q, l_q = self.online(both)
