@@ -39,6 +39,7 @@ benchmark resumes where it stopped.
 Usage::
 
     python benchmarks/bench_label_efficiency.py                      # full benchmark, ~1.5 h on one CPU core
+    python benchmarks/bench_label_efficiency.py --jobs 2             # two runs at a time (2 cores: about half the wall time)
     python benchmarks/bench_label_efficiency.py --quick              # smoke version on the embedded samples
     python benchmarks/bench_label_efficiency.py --parts ph2          # one part
     python benchmarks/bench_label_efficiency.py --report-only        # re-render tables/plot from cached runs
@@ -55,7 +56,6 @@ import json
 import logging
 import math
 import os
-import resource
 import shlex
 import shutil
 import statistics
@@ -63,7 +63,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -275,11 +277,11 @@ def run_bundle(
         env = dict(os.environ)
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
-        c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         with open(log_file, "w") as log:
-            rc = subprocess.call(argv, cwd=common.REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
+            child = subprocess.Popen(argv, cwd=common.REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+            _, status, usage = os.wait4(child.pid, 0)  # this child's own CPU time, also with several runs at once
+            child.returncode = rc = os.waitstatus_to_exitcode(status)
+        cpu = usage.ru_utime + usage.ru_stime
         if rc != 0:
             raise RuntimeError(f"bundle run failed (exit {rc}): {config_file}; see {log_file}")
     else:
@@ -1169,6 +1171,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fresh", action="store_true", help="ignore cached runs")
     p.add_argument("--report-only", action="store_true", help="only re-render the results from cached runs")
     p.add_argument("--subprocess", action="store_true", help="run each bundle as `python -m monai.bundle run`")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="independent runs at a time, each in its own process (implies --subprocess); 2 on 2 cores")  # fmt: skip
     p.add_argument("--plot", type=Path, default=None, help="figure path (default docs/benchmarks/label_efficiency.png)")
     args = p.parse_args(argv)
     if args.quick:
@@ -1191,8 +1195,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.variants = [v for v in VARIANTS if v != "full_ldm" or args.synthetic_datalist]
     if "random" not in args.variants:
         args.variants = ["random", *args.variants]
+    if args.jobs > 1:
+        args.subprocess = True  # several runs at once: one process each (bundle runs share global state in-process)
     args.work_dir = Path(args.work_dir) / ("quick" if args.quick else "full")
     return args
+
+
+def run_tasks(tasks: Sequence[Callable[[], Any]], jobs: int = 1) -> list[Any]:
+    """Run independent benchmark runs ``jobs`` at a time (``--jobs``; each bundle run is then its own process with
+    ``--threads`` threads, so 2 jobs of 1 thread fill 2 cores); results in the order of ``tasks``."""
+    if jobs <= 1:
+        return [task() for task in tasks]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(lambda task: task(), tasks))
 
 
 def same_iterations(base: Mapping[str, Any], synthetic_ratio: float) -> dict[str, Any]:
@@ -1224,6 +1239,7 @@ def run_pneumonia(s: argparse.Namespace, cache: RunCache, log: Callable[[str], N
     }
     base = pretrain_pinned(s, in_channels=1, image_size=s.image_size, epochs=s.pretrain_epochs)
     encoders: dict[str, tuple[str, str | None]] = {"random": ("", None)}
+    pretrain_overrides: dict[str, dict[str, Any]] = {}
     for key in s.variants:
         v = VARIANTS[key]
         if v.overrides is None:
@@ -1237,7 +1253,11 @@ def run_pneumonia(s: argparse.Namespace, cache: RunCache, log: Callable[[str], N
                 continue
             ov.update({"synthetic_datalist": str(Path(s.synthetic_datalist).resolve()),
                        "synthetic_ratio": s.synthetic_ratio, **same_iterations(base, s.synthetic_ratio)})  # fmt: skip
-        pre = pretrain(s, cache, f"pretrain-{key}", data["pretrain_datalist"], ov)
+        pretrain_overrides[key] = ov
+    runs = run_tasks(
+        [partial(pretrain, s, cache, f"pretrain-{key}", data["pretrain_datalist"], ov) for key, ov in
+         pretrain_overrides.items()], s.jobs)  # fmt: skip
+    for key, pre in zip(pretrain_overrides, runs):
         if pre is None:
             res["not_measured"][key] = "not run yet (no cached pretraining run)."
             continue
@@ -1249,13 +1269,16 @@ def run_pneumonia(s: argparse.Namespace, cache: RunCache, log: Callable[[str], N
         if probes is not None:
             res["probes"][key] = probes
     res["finetune"] = {key: {} for key in encoders}
+    tasks = {}
     for seed in s.seeds:  # seed-major: an interrupted run still has every variant for the first seeds
         for f, epochs, vi in zip(s.fractions, s.finetune_epochs, s.finetune_val_interval):
             for key, (encoder, _) in encoders.items():
                 name = f"finetune-{key}-f{f:g}-s{seed}"
-                run = finetune_classification(s, cache, name, finetune_dl, encoder, f, seed, epochs, vi)
-                if run is not None:
-                    res["finetune"][key][name] = run
+                tasks[key, name] = partial(finetune_classification, s, cache, name, finetune_dl, encoder, f, seed,
+                                           epochs, vi)  # fmt: skip
+    for (key, name), run in zip(tasks, run_tasks(list(tasks.values()), s.jobs)):
+        if run is not None:
+            res["finetune"][key][name] = run
     res["summary"] = summarize_pneumonia(res, s.fractions)
     return res
 
@@ -1276,13 +1299,16 @@ def run_ph2(s: argparse.Namespace, cache: RunCache, log: Callable[[str], None]) 
     res["pretrain"] = pre
     res["finetune"] = {"random": {}, "full": {}}
     inits = [("random", "")] + ([("full", pre["encoder"])] if pre else [])
+    tasks = {}
     for seed in s.seeds:
         for f, epochs in zip(s.ph2_fractions, s.ph2_epochs):
             for key, encoder in inits:
                 name = f"segment-{key}-f{f:g}-s{seed}"
-                run = finetune_segmentation(s, cache, name, seg_dl, encoder, f, seed, epochs, s.ph2_val_interval)
-                if run is not None:
-                    res["finetune"][key][name] = run
+                tasks[key, name] = partial(finetune_segmentation, s, cache, name, seg_dl, encoder, f, seed, epochs,
+                                           s.ph2_val_interval)  # fmt: skip
+    for (key, name), run in zip(tasks, run_tasks(list(tasks.values()), s.jobs)):
+        if run is not None:
+            res["finetune"][key][name] = run
     return res
 
 

@@ -123,3 +123,38 @@ def test_run_all_registers_the_label_efficiency_section():
     bench = {b.name: b for b in run_all.BENCHMARKS}["label_efficiency"]
     assert bench.section == "label-efficiency" and bench.group == "label-efficiency"
     assert "label-efficiency" in run_all.section_names(run_all.PAGE_TEMPLATE)
+
+
+def test_same_iterations_keeps_the_pretraining_budget_with_synthetic_images():
+    base = {"max_epochs": 2, "warmup_epochs": 1}
+    assert ble.same_iterations(base, 0.5) == {"max_epochs": 1, "warmup_epochs": 0.5, "save_interval": 1}
+    assert ble.same_iterations({"max_epochs": 4, "warmup_epochs": 1}, 0.75)["max_epochs"] == 1
+    with pytest.raises(ValueError, match="whole number of epochs"):
+        ble.same_iterations(base, 0.25)
+
+
+def test_run_tasks_keeps_the_order_and_runs_concurrently():
+    import threading
+
+    barrier = threading.Barrier(2, timeout=10)  # both tasks must be running at the same time to pass it
+
+    def task(i):
+        barrier.wait()
+        return i
+
+    assert ble.run_tasks([lambda: task(0), lambda: task(1)], jobs=2) == [0, 1]
+    assert ble.run_tasks([lambda: 3, lambda: 4], jobs=1) == [3, 4]
+
+
+@pytest.mark.skipif(not SAMPLE.is_file(), reason="embedded PneumoniaMNIST sample missing")
+def test_quick_run_with_two_jobs_in_subprocesses(tmp_path):
+    """``--jobs 2``: bundle runs as `python -m monai.bundle run` subprocesses, two at a time, each with its own CPU time."""
+    argv = ["--quick", "--parts", "pneumonia", "--variants", "global", "--fractions", "1.0", "--limit", "40"]
+    argv += ["--seeds", "0", "1", "--jobs", "2", "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path)]
+    payload = ble.main(argv + ["--plot", str(tmp_path / "le.png")])
+    assert payload["settings"]["subprocess"] is True
+    finetune = payload["pneumonia"]["finetune"]
+    assert sorted(finetune["random"]) == ["finetune-random-f1-s0", "finetune-random-f1-s1"]
+    for runs in finetune.values():
+        for run in runs.values():
+            assert run["cpu_s"] > 0.5 and 0.0 <= run["metrics"]["auc_calibrated"] <= 1.0
