@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -65,6 +66,22 @@ def test_time_to_target_uses_smoothed_curve_of_trained_points():
     assert bench_lightly.first_time(curve, "bacc", 0.75) == 40
     assert bench_lightly.first_time(curve, "bacc", 0.7) == 20
     assert bench_lightly.first_time(curve, "bacc", 0.9) is None
+    assert bench_lightly.best_level(curve, "bacc") == pytest.approx(0.7667, abs=1e-4)  # not the random-init 0.95
+    assert bench_lightly.plateau(curve, "bacc") == pytest.approx(0.75)
+
+
+@pytest.mark.skipif(not common.PNEUMONIAMNIST_NPZ.is_file(), reason="PneumoniaMNIST (../shared/data) missing")
+def test_lightly_benchmark_quick_with_the_package_methods(tmp_path):
+    """Both DCL-CsTP steps run without lightly; the report has both targets and the per-metric ratio table."""
+    argv = ["bench_lightly.py", "--quick", "--methods", "dclcstp", "dclcstp_asym", "--target-from", "dclcstp"]
+    argv += ["--out", str(tmp_path), "--plot", str(tmp_path / "knn.png")]
+    with mock.patch.object(sys, "argv", argv):
+        bench_lightly.main()
+    saved = json.loads((tmp_path / "lightly-quick.json").read_text())
+    assert [r["encoder_passes_per_view"] for r in saved["rows"]] == [2, 1]
+    assert set(saved["best_targets"]) == set(saved["targets"]) and saved["runs"]["dclcstp_asym"]["steps"] == 2
+    md = (tmp_path / "lightly-quick.md").read_text()
+    assert "best level" in md and "DCL-CsTP, asymmetric" in md and (tmp_path / "knn.png").is_file()
 
 
 def test_docs_sections_are_replaced_and_others_kept(tmp_path):
