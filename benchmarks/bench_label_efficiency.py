@@ -13,9 +13,12 @@ several fine-tuning seeds, and evaluated by its ``evaluate.json``. Variants:
 - ``full``: DCL-CsTP as the bundle ships it (C3-C5 tokens on the C4 grid, ``lambda_local 0.5``);
 - ``asym``: ``full`` with the asymmetric step (``symmetric False``: view 1 through the online encoder, view 2 through
   the momentum encoder, as MoCo v2 / DenseCL), same iterations at half the compute;
-- ``full_ldm``: ``full`` + synthetic images of the LDM bundle (``synthetic_datalist``), when a synthetic datalist is
-  given (``--synthetic-datalist``); a fraction ``--synthetic-ratio`` of the pretraining set is synthetic and the epochs
-  shrink by ``1 - ratio``, so it trains for the same number of iterations as the other variants.
+- ``full_ldm``: ``full`` + synthetic images of the LDM bundle: ``--ldm-models`` (by default the model that
+  ``bench_ldm_sampling.py`` trains on the same train split, when it exists) is sampled by the LDM bundle's
+  ``sample.json`` (cached), or ``--synthetic-datalist`` is used as given. A fraction ``--synthetic-ratio`` of the
+  pretraining set is synthetic; a class-conditional model fills up the smaller class (``class_weights balance``:
+  real + synthetic balanced). The epochs shrink by ``1 - ratio``, so it trains for the same number of iterations as
+  the other variants.
 
 Protocol (no test-set selection): the train split is split once (seed 0, stratified) into a **labelled pool** (90 %,
 the 1/10/100 % subsets are drawn from it with the bundle's own ``train_fraction`` + ``seed``) and a **dev** set (10 %:
@@ -82,6 +85,8 @@ SEG_TRAIN_CFG = BUNDLES / "segmentation" / "configs" / "train.json"
 SEG_EVAL_CFG = [SEG_TRAIN_CFG, BUNDLES / "segmentation" / "configs" / "evaluate.json"]  # an overlay of train.json
 SHARED_DATA = common.REPO_ROOT / ".." / "shared" / "data"
 PH2_DIR = SHARED_DATA / "ph2"
+LDM_SAMPLE_CFG = BUNDLES / "ldm" / "configs" / "sample.json"
+DEFAULT_LDM_MODELS = common.RESULTS_DIR / "raw" / "ldm" / "full" / "models"  # trained by bench_ldm_sampling.py
 SAMPLE_PNEUMONIA = common.REPO_ROOT / "data" / "samples" / "pneumoniamnist" / "datalist.json"
 SAMPLE_PH2 = common.REPO_ROOT / "data" / "samples" / "ph2"
 DEFAULT_WORK = common.RESULTS_DIR / "raw" / NAME
@@ -522,6 +527,42 @@ def pretrain(
     }
     cache.log(f"      {name}: {times['cpu_s']:.0f} CPU s, {times['wall_s']:.0f} s wall, losses {losses}")
     return cache.put(name, result)
+
+
+def synthesize(s: argparse.Namespace, cache: RunCache, models: Path, num_real: int) -> dict | None:
+    """Sample the LDM bundle's model in ``models`` with its ``sample.json`` (cached) for the ``full_ldm`` variant.
+
+    Writes ``round(num_real * r / (1 - r))`` images (``r = --synthetic-ratio``) beside the model
+    (``<models>/../synthetic_rebalanced``); a class-conditional model fills up the smaller classes first
+    (``class_weights balance``), so that real + synthetic images are as balanced as possible.
+    """
+    models = Path(models).resolve()
+    out = models.parent / "synthetic_rebalanced"
+    n = round(num_real * s.synthetic_ratio / (1.0 - s.synthetic_ratio))
+    ov = {"device": s.device, "output_dir": str(models), "synthetic_dir": str(out), "num_samples": n,
+          "class_weights": "balance", "scheduler": "sde_dpm_solver++", "num_inference_steps": 20, "batch_size": 64,
+          "seed": 1, "progress_bar": False, "overwrite": True}  # fmt: skip
+    model_sha = json.loads((models / "diffusion.json").read_text()).get("sha256")
+    fp = _fingerprint({**ov, "diffusion_sha256": model_sha})
+    ldm_cache = RunCache(models.parent, s.fresh, cache.log, cache.read_only)
+    hit = ldm_cache.get(out.name, fp)
+    if hit is not None and Path(hit["datalist"]).is_file():
+        cache.log(f"[cached] {out}")
+        return hit
+    if cache.read_only:
+        return None
+    cache.log(f"[run] {out.name}: {bundle_command(LDM_SAMPLE_CFG, ov)}")
+    out.mkdir(parents=True, exist_ok=True)
+    times = run_bundle(LDM_SAMPLE_CFG, ov, models.parent / f"{out.name}.log", s.subprocess, s.threads)
+    items = json.loads((out / "datalist.json").read_text())["training"]
+    counts: dict[str, int] = {}
+    for it in items:
+        counts[str(it.get("label"))] = counts.get(str(it.get("label")), 0) + 1
+    result = {"name": out.name, "fingerprint": fp, "command": bundle_command(LDM_SAMPLE_CFG, ov),
+              "datalist": str(out / "datalist.json"), "num_images": len(items), "class_counts": counts,
+              "diffusion_sha256": model_sha, **times}  # fmt: skip
+    cache.log(f"      {out.name}: {len(items)} images {counts}, {times['cpu_s']:.0f} CPU s")
+    return ldm_cache.put(out.name, result)
 
 
 def _last_losses(log_file: Path, n: int = 20) -> dict[str, float] | None:
@@ -1004,12 +1045,21 @@ def markdown_report(payload: Mapping[str, Any]) -> str:
             ov = VARIANTS[key].overrides or {}
             extra = ", ".join(f"`{k} {_cli_value(v)}`" for k, v in ov.items()) or "–"
             if key == "full_ldm":
-                extra = f"`synthetic_datalist …`, `synthetic_ratio {pre['overrides'].get('synthetic_ratio')}`"
+                extra = (f"`synthetic_datalist …`, `synthetic_ratio {pre['overrides'].get('synthetic_ratio')}`, "
+                         f"`max_epochs {pre['overrides'].get('max_epochs')}`, "
+                         f"`warmup_epochs {pre['overrides'].get('warmup_epochs')}`")  # fmt: skip
             losses = ", ".join(f"{k} {v:.3f}" for k, v in (pre.get("last_losses") or {}).items())
             lines.append(
                 f"| {VARIANTS[key].label} | {extra} | {pre.get('iterations')} | {pre['cpu_s']:.0f} | {losses} |"
             )
         lines.append("")
+        syn = pn.get("synthetic")
+        if syn:
+            lines.append(
+                f"Synthetic images of the `full_ldm` variant: {syn['num_images']} images per class "
+                f"{syn['class_counts']} from the LDM bundle's class-conditional model (trained on the same train split "
+                f"with its labels, by `benchmarks/bench_ldm_sampling.py`), {syn['cpu_s']:.0f} CPU s: `{syn['command']}`\n"
+            )
         if pn.get("not_measured"):
             for key, why in pn["not_measured"].items():
                 lines.append(f"- **{VARIANTS[key].label}: not measured.** {why}")
@@ -1168,6 +1218,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dev-fraction", type=float, default=0.1, help="share of the train split held out as dev")
     p.add_argument("--l2-grid", nargs="+", type=float, default=[1e-4, 1e-3, 1e-2, 1e-1, 1.0])
     p.add_argument("--synthetic-datalist", type=Path, default=None, help="LDM bundle output for the full_ldm variant")
+    p.add_argument("--ldm-models", type=Path, default=None,
+                   help="LDM bundle models (autoencoder.pt, diffusion.pt) to sample for full_ldm (default: those of "
+                   "bench_ldm_sampling.py, when they exist)")  # fmt: skip
     p.add_argument("--synthetic-ratio", type=float, default=0.5)
     p.add_argument("--ph2-image-size", type=int, default=64)
     p.add_argument("--ph2-pretrain-epochs", type=int, default=40)
@@ -1202,9 +1255,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if len(args.ph2_epochs) != len(args.ph2_fractions):
         p.error("--ph2-epochs needs one value per --ph2-fractions entry")
     if args.variants is None:
-        args.variants = [v for v in VARIANTS if v != "full_ldm" or args.synthetic_datalist]
+        args.variants = [v for v in VARIANTS if v != "full_ldm" or args.synthetic_datalist or args.ldm_models]
     if "random" not in args.variants:
         args.variants = ["random", *args.variants]
+    if args.ldm_models is None and not args.quick and (DEFAULT_LDM_MODELS / "diffusion.pt").is_file():
+        args.ldm_models = DEFAULT_LDM_MODELS
     if args.jobs > 1:
         args.subprocess = True  # several runs at once: one process each (bundle runs share global state in-process)
     args.work_dir = Path(args.work_dir) / ("quick" if args.quick else "full")
@@ -1256,12 +1311,18 @@ def run_pneumonia(s: argparse.Namespace, cache: RunCache, log: Callable[[str], N
             continue
         ov = {**base, **v.overrides}
         if key == "full_ldm":
-            if not s.synthetic_datalist or not Path(s.synthetic_datalist).is_file():
+            synthetic = s.synthetic_datalist
+            if not synthetic and s.ldm_models:
+                n_real = len(json.loads(Path(data["pretrain_datalist"]).read_text())["training"])
+                sampled = synthesize(s, cache, Path(s.ldm_models), n_real)
+                synthetic, res["synthetic"] = (sampled["datalist"], sampled) if sampled else (None, None)
+            if not synthetic or not Path(synthetic).is_file():
                 res["not_measured"][key] = (
-                    "no synthetic datalist from the LDM bundle was given (`--synthetic-datalist`); see the notes."
+                    "no LDM model (`--ldm-models`, trained by `benchmarks/bench_ldm_sampling.py`) or synthetic "
+                    "datalist (`--synthetic-datalist`) was available."
                 )
                 continue
-            ov.update({"synthetic_datalist": str(Path(s.synthetic_datalist).resolve()),
+            ov.update({"synthetic_datalist": str(Path(synthetic).resolve()),
                        "synthetic_ratio": s.synthetic_ratio, **same_iterations(base, s.synthetic_ratio)})  # fmt: skip
         pretrain_overrides[key] = ov
     runs = run_tasks(

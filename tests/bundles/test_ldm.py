@@ -292,6 +292,23 @@ def test_sample_balance_rule_and_cli(trained, tmp_path):
     assert "already exist" in "".join(str(e) for e in _chain(err.value))
 
 
+def test_label_efficiency_benchmark_samples_a_balanced_synthetic_set(trained):
+    """``bench_label_efficiency.synthesize`` (the ``full_ldm`` variant): the LDM bundle's sample.json, balanced, cached."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import bench_label_efficiency as ble
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    args = ble.parse_args(["--quick", "--synthetic-ratio", "0.5"])
+    cache = ble.RunCache(trained["root"] / "le")
+    first = ble.synthesize(args, cache, trained["out"], num_real=6)
+    assert first["num_images"] == 6 and first["class_counts"] == {"0": 3, "1": 3}  # real 4/4: balance → equal
+    assert Path(first["datalist"]) == trained["out"].parent / "synthetic_rebalanced" / "datalist.json"
+    assert "--class_weights balance" in first["command"]
+    again = ble.synthesize(args, cache, trained["out"], num_real=6)  # cached: no second sampling
+    assert again == first
+
+
 def test_sample_from_old_monai_generative_checkpoints(trained, tmp_path):
     """Files in the old MONAI Generative key layout, without descriptions: architecture keys set in the config."""
     from test_ldm_components import to_old_layout
