@@ -1210,7 +1210,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fractions", nargs="+", type=float, default=[0.01, 0.1, 1.0])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="fine-tuning seeds")
     p.add_argument("--image-size", type=int, default=32, help="PneumoniaMNIST pretraining and fine-tuning size")
-    p.add_argument("--pretrain-epochs", type=int, default=4)
+    p.add_argument("--pretrain-epochs", type=int, default=2)
     p.add_argument("--pretrain-batch", type=int, default=16)
     p.add_argument("--pretrain-lr", type=float, default=1e-4)
     p.add_argument("--finetune-epochs", nargs="+", type=int, default=[40, 12, 3], help="per fraction")
@@ -1254,12 +1254,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--finetune-epochs and --finetune-val-interval need one value per --fractions entry")
     if len(args.ph2_epochs) != len(args.ph2_fractions):
         p.error("--ph2-epochs needs one value per --ph2-fractions entry")
+    if args.ldm_models is None and not args.quick and (DEFAULT_LDM_MODELS / "diffusion.pt").is_file():
+        args.ldm_models = DEFAULT_LDM_MODELS
     if args.variants is None:
         args.variants = [v for v in VARIANTS if v != "full_ldm" or args.synthetic_datalist or args.ldm_models]
     if "random" not in args.variants:
         args.variants = ["random", *args.variants]
-    if args.ldm_models is None and not args.quick and (DEFAULT_LDM_MODELS / "diffusion.pt").is_file():
-        args.ldm_models = DEFAULT_LDM_MODELS
     if args.jobs > 1:
         args.subprocess = True  # several runs at once: one process each (bundle runs share global state in-process)
     args.work_dir = Path(args.work_dir) / ("quick" if args.quick else "full")
