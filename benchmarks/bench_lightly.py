@@ -358,6 +358,13 @@ def best_level(curve: list[dict], metric: str) -> float:
     return max(smoothed(trained, metric)) if trained else float("nan")
 
 
+def level_at(curve: list[dict], metric: str, cpu_s: float) -> float | None:
+    """Trailing mean of 3 at the last trained evaluation within ``cpu_s`` training CPU seconds (``None``: none yet)."""
+    trained = [p for p in curve if p["step"] > 0]
+    values = [v for p, v in zip(trained, smoothed(trained, metric)) if p["cpu_s"] <= cpu_s + 1e-9]
+    return values[-1] if values else None
+
+
 def plateau(curve: list[dict], metric: str, last: int = 3) -> float:
     """Mean of the last ``last`` evaluations (the level a method holds at the end of its budget)."""
     return float(np.mean([p[metric] for p in curve[-last:]]))
@@ -579,6 +586,16 @@ def report(payload: dict, args) -> None:
         (f"tbest_{metric}_cpu_s", "CPU s to best level"),
         (f"xbest_ref_{metric}", f"x {LABELS[ref]} (best level)"),
     ]
+    budget = float(payload["args"]["budget"])
+    checkpoints = [budget / 3, 2 * budget / 3, budget] if budget < 1e8 else []
+    level_metrics = list(dict.fromkeys(k for k in (metric, "auc_few", "auc") if k in keys))
+    for row, m in zip(rows, methods):
+        for k in level_metrics:
+            for t in checkpoints:
+                row[f"at_{k}_{t:.0f}"] = level_at(runs[m]["curve"], k, t)
+    level_columns = [("method", "method")] + [
+        (f"at_{k}_{t:.0f}", f"{METRIC_NAMES[k]} @ {t:.0f} s") for k in level_metrics for t in checkpoints
+    ]
     ratio_columns = [("method", "method")] + [
         (f"{prefix}_ref_{k}", f"{METRIC_NAMES[k]}: {what}")
         for k in keys
@@ -603,7 +620,15 @@ def report(payload: dict, args) -> None:
         f"reference that ends in a dip: {LABELS[ref]}'s **best level** (highest trailing mean of 3): {best_text}.\n\n"
         + common.markdown_table(rows, columns, digits=2)
         + f"\n\nTime to target as a multiple of {LABELS[ref]}'s time, every metric (– = not reached within the "
-        "budget; < 1 = faster):\n\n" + common.markdown_table(rows, ratio_columns, digits=2)
+        "budget; < 1 = faster):\n\n"
+        + common.markdown_table(rows, ratio_columns, digits=2)
+        + (
+            "\n\nThe same comparison the other way round: kNN level (trailing mean of 3) reached within the same "
+            f"training CPU time (random init: {METRIC_NAMES[metric]} {init[metric]:.3f}):\n\n"
+            + common.markdown_table(rows, level_columns, digits=3)
+            if checkpoints
+            else ""
+        )
     )
     plot_path = args.plot or (
         args.out / f"lightly_knn-{args.tag}.png" if args.tag else common.DOCS_IMG_DIR / "lightly_knn.png"

@@ -68,6 +68,8 @@ def test_time_to_target_uses_smoothed_curve_of_trained_points():
     assert bench_lightly.first_time(curve, "bacc", 0.9) is None
     assert bench_lightly.best_level(curve, "bacc") == pytest.approx(0.7667, abs=1e-4)  # not the random-init 0.95
     assert bench_lightly.plateau(curve, "bacc") == pytest.approx(0.75)
+    assert bench_lightly.level_at(curve, "bacc", 35) == pytest.approx(0.6667, abs=1e-4)  # last point within 35 s
+    assert bench_lightly.level_at(curve, "bacc", 5) is None  # nothing trained yet
 
 
 @pytest.mark.skipif(not common.PNEUMONIAMNIST_NPZ.is_file(), reason="PneumoniaMNIST (../shared/data) missing")
