@@ -43,7 +43,7 @@ benchmark resumes where it stopped.
 
 Usage::
 
-    python benchmarks/bench_label_efficiency.py                      # full benchmark, ~1.5 h on one CPU core
+    python benchmarks/bench_label_efficiency.py                      # full benchmark, 2.6 CPU-hours (+ the LDM of bench_ldm_sampling)
     python benchmarks/bench_label_efficiency.py --jobs 2             # two runs at a time (2 cores: about half the wall time)
     python benchmarks/bench_label_efficiency.py --quick              # smoke version on the embedded samples
     python benchmarks/bench_label_efficiency.py --parts ph2          # one part
