@@ -67,6 +67,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -555,9 +556,7 @@ def synthesize(s: argparse.Namespace, cache: RunCache, models: Path, num_real: i
     out.mkdir(parents=True, exist_ok=True)
     times = run_bundle(LDM_SAMPLE_CFG, ov, models.parent / f"{out.name}.log", s.subprocess, s.threads)
     items = json.loads((out / "datalist.json").read_text())["training"]
-    counts: dict[str, int] = {}
-    for it in items:
-        counts[str(it.get("label"))] = counts.get(str(it.get("label")), 0) + 1
+    counts = dict(Counter(str(it.get("label")) for it in items))
     result = {"name": out.name, "fingerprint": fp, "command": bundle_command(LDM_SAMPLE_CFG, ov),
               "datalist": str(out / "datalist.json"), "num_images": len(items), "class_counts": counts,
               "diffusion_sha256": model_sha, **times}  # fmt: skip

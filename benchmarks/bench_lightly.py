@@ -340,13 +340,19 @@ def smoothed(curve: list[dict], metric: str, window: int = 3) -> list[float]:
     return [float(np.mean(values[max(0, i - window + 1) : i + 1])) for i in range(len(values))]
 
 
+def trained_levels(curve: list[dict], metric: str) -> list[tuple[dict, float]]:
+    """``(evaluation, trailing mean of 3 of metric)`` for the trained evaluations (the random-init point at step 0 is
+    left out, of the smoothing too)."""
+    trained = [p for p in curve if p["step"] > 0]
+    return list(zip(trained, smoothed(trained, metric)))
+
+
 def first_time(curve: list[dict], metric: str, target: float, clock: str = "cpu_s") -> float | None:
     """Training time at which the smoothed ``metric`` first reaches ``target`` (``None``: never).
 
     The random-init point (step 0) is left out, of the smoothing too: only trained states count.
     """
-    trained = [p for p in curve if p["step"] > 0]
-    for p, value in zip(trained, smoothed(trained, metric)):
+    for p, value in trained_levels(curve, metric):
         if value >= target - 1e-9:
             return p[clock]
     return None
@@ -354,14 +360,13 @@ def first_time(curve: list[dict], metric: str, target: float, clock: str = "cpu_
 
 def best_level(curve: list[dict], metric: str) -> float:
     """Highest trailing mean of 3 over the trained evaluations (the best level a method held)."""
-    trained = [p for p in curve if p["step"] > 0]
-    return max(smoothed(trained, metric)) if trained else float("nan")
+    levels = [value for _, value in trained_levels(curve, metric)]
+    return max(levels) if levels else float("nan")
 
 
 def level_at(curve: list[dict], metric: str, cpu_s: float) -> float | None:
     """Trailing mean of 3 at the last trained evaluation within ``cpu_s`` training CPU seconds (``None``: none yet)."""
-    trained = [p for p in curve if p["step"] > 0]
-    values = [v for p, v in zip(trained, smoothed(trained, metric)) if p["cpu_s"] <= cpu_s + 1e-9]
+    values = [value for p, value in trained_levels(curve, metric) if p["cpu_s"] <= cpu_s + 1e-9]
     return values[-1] if values else None
 
 

@@ -208,9 +208,9 @@ def summary_section(results: Path) -> str:
     if lightly:
         ref = lightly.get("target_from", "densecl")
         metric = lightly.get("target_metric", "bacc")
-        ref_row = next((r for r in lightly["rows"] if ref in r["method"].lower()), None)
-        level_keys = sorted(k for k in (ref_row or {}) if k.startswith(f"at_{metric}_"))
-        last = level_keys[-1] if level_keys else None
+        ref_row = lightly["rows"][list(lightly["runs"]).index(ref)] if ref in lightly["runs"] else None
+        level_keys = [k for k in (ref_row or {}) if k.startswith(f"at_{metric}_")]  # at_<metric>_<CPU s>
+        last = max(level_keys, key=lambda k: float(k.rsplit("_", 1)[1])) if level_keys else None
         for r in lightly["rows"]:
             if r["method"].startswith("DCL-CsTP"):
                 x = r.get(f"x_ref_{metric}")

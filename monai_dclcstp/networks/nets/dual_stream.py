@@ -132,8 +132,9 @@ class DCLCsTPNet(nn.Module):
             )
         if not self.symmetric:
             g_q, l_q = self.online(view1)
+            key_encoder = self.momentum_encoder if self.momentum_encoder is not None else self.online
             with torch.no_grad():
-                g_k, l_k = (self.momentum_encoder or self.online)(view2)
+                g_k, l_k = key_encoder(view2)
             return {"global_q1": g_q, "local_q1": l_q, "global_k2": g_k, "local_k2": l_k}
         b = view1.shape[0]
         both = torch.cat([view1, view2], dim=0)
